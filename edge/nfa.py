@@ -105,7 +105,7 @@ __all__ = [
 _LN10 = math.log(10.0)
 POLYOMINO_ALPHA = 0.316915
 POLYOMINO_BETA = 4.062570
-_LOG_FLOOR = -1e300  # finite floor for log10 P so that interpolation never meets inf * 0
+_LOG_FLOOR = -1e30  # finite floor for log10 P: float32 maps, interpolation never meets inf * 0
 
 
 # --------------------------------------------------------------------------- results
@@ -335,37 +335,68 @@ def _as_chw(z: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _resize_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
-    """(n_out, n_in) interpolation matrix; bilinear uses half-pixel centres (cv2 INTER_LINEAR,
-    torch align_corners=False), nearest uses floor(i * n_in / n_out) (cv2 INTER_NEAREST)."""
-    m = np.zeros((n_out, n_in), dtype=np.float64)
+def _resize_taps(n_in: int, n_out: int, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output index: two source indices and the second one's weight. Bilinear uses half-pixel
+    centres with edge clamping (cv2 INTER_LINEAR, torch align_corners=False); nearest uses
+    floor(i * n_in / n_out) (cv2 INTER_NEAREST)."""
     rows = np.arange(n_out)
     if mode == "nearest":
-        src = np.minimum((rows * n_in) // n_out, n_in - 1)
-        m[rows, src] = 1.0
+        i0 = np.minimum((rows * n_in) // n_out, n_in - 1)
+        i1 = i0
+        w1 = np.zeros(n_out)
     elif mode == "bilinear":
         src = np.clip((rows + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
         i0 = np.floor(src).astype(np.intp)
         i1 = np.minimum(i0 + 1, n_in - 1)
         w1 = src - i0
-        np.add.at(m, (rows, i0), 1.0 - w1)
-        np.add.at(m, (rows, i1), w1)
     else:
         raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {mode!r}")
-    m.setflags(write=False)
-    return m
+    for a in (i0, i1, w1):
+        a.setflags(write=False)
+    return i0, i1, w1
 
 
 def _resize(a: np.ndarray, out_size: tuple[int, int], mode: str) -> np.ndarray:
+    """Separable resize of an (h, w) map to out_size = (H, W), in a's float dtype."""
     h, w = a.shape
     oh, ow = out_size
     if (h, w) == (oh, ow):
-        return a
-    ry = _resize_matrix(h, oh, mode)
-    rx = _resize_matrix(w, ow, mode)
-    if oh * w <= h * ow:
-        return (ry @ a) @ rx.T
-    return ry @ (a @ rx.T)
+        return a.copy()
+    y0, y1, wy = _resize_taps(h, oh, mode)
+    x0, x1, wx = _resize_taps(w, ow, mode)
+    if mode == "nearest":
+        return a[:, x0][y0]
+    # columns on the small map first, then whole-row gathers (contiguous) at full size
+    t0 = a[:, x0]
+    t = a[:, x1] - t0
+    t *= wx.astype(a.dtype)
+    t += t0  # (h, ow)
+    out = t[y1]
+    r0 = t[y0]
+    out -= r0
+    out *= wy.astype(a.dtype)[:, None]
+    out += r0
+    return out
+
+
+def _resize_at(a: np.ndarray, py: int, px: int, out_size: tuple[int, int], mode: str) -> float:
+    """The value _resize(a, out_size, mode) has at output pixel (py, px), without resizing."""
+    h, w = a.shape
+    if (h, w) == tuple(out_size):
+        return float(a[py, px])
+    y0, y1, wy = _resize_taps(h, out_size[0], mode)
+    x0, x1, wx = _resize_taps(w, out_size[1], mode)
+    top = a[y0[py], x0[px]] + wx[px] * (a[y0[py], x1[px]] - a[y0[py], x0[px]])
+    bot = a[y1[py], x0[px]] + wx[px] * (a[y1[py], x1[px]] - a[y1[py], x0[px]])
+    return float(top + wy[py] * (bot - top))
+
+
+def _combine(smalls: Sequence[np.ndarray], out_size: tuple[int, int], mode: str, op) -> np.ndarray:
+    """op-reduce (np.add / np.minimum) of the per-scale maps resized to out_size, float32."""
+    total = _resize(smalls[0].astype(np.float32), out_size, mode)
+    for m in smalls[1:]:
+        op(total, _resize(m.astype(np.float32), out_size, mode), out=total)
+    return total
 
 
 def _label(mask: np.ndarray) -> tuple[int, np.ndarray]:
@@ -411,9 +442,15 @@ def _label_numpy(mask: np.ndarray) -> tuple[int, np.ndarray]:
     return int(roots.size), out
 
 
-def _finish(log10_nfa: np.ndarray, per_scale: np.ndarray, epsilon: float) -> NFAResult:
-    """Mask, regions. per_scale: (S, H, W) per-scale contributions; the region's scale is the one
-    with the minimum (tree) / most negative (window) contribution at the region's argmin pixel."""
+def _finish(
+    log10_nfa: np.ndarray,
+    per_scale: Sequence[np.ndarray],
+    out_size: tuple[int, int],
+    mode: str,
+    epsilon: float,
+) -> NFAResult:
+    """Mask, regions. per_scale: the per-scale log10 P maps at latent size; a region's scale is the
+    one with the minimum (tree) / most negative (window) contribution at the region's argmin."""
     nfa32 = log10_nfa.astype(np.float32)
     mask = nfa32 < np.float32(epsilon)
     regions: list[Region] = []
@@ -437,7 +474,7 @@ def _finish(log10_nfa: np.ndarray, per_scale: np.ndarray, epsilon: float) -> NFA
             j = order[i]
             r = labs[j]
             py, px = ys[j], xs[j]
-            s = int(np.argmin(per_scale[:, py, px]))
+            s = int(np.argmin([_resize_at(m, py, px, out_size, mode) for m in per_scale]))
             regions.append(
                 Region(
                     area=int(area[r]),
@@ -592,14 +629,10 @@ def tree_nfa(
     """U-Flow tree NFA from per-scale Z_s = sum_c z_c^2 maps (see module docstring)."""
     maps = _prep_scales(zsq, channels)
     out_size = (int(out_size[0]), int(out_size[1]))
-    per = np.stack(
-        [
-            _resize(_tree_log10_prob(m, int(c)), out_size, upsample)
-            for m, c in zip(maps, channels)
-        ]
-    )
-    log_nt = log10_n_tests_total([m.shape for m in maps])
-    return _finish(log_nt + per.min(axis=0), per, epsilon)
+    per = [_tree_log10_prob(m, int(c)) for m, c in zip(maps, channels)]
+    total = _combine(per, out_size, upsample, np.minimum)
+    total += np.float32(log10_n_tests_total([m.shape for m in maps]))
+    return _finish(total, per, out_size, upsample, epsilon)
 
 
 def tree_nfa_from_latent(
@@ -661,10 +694,10 @@ def window_nfa(
         n = (2 * half + 1) ** 2
         k_sum = _box_sum_reflect(np.asarray(m), half)
         x = np.clip(-(-k_sum // c), 0, n)  # ceil(K / C)
-        per.append(_resize(log10_binom_sf_table(n, 1.0 - p)[x], out_size, upsample))
-    per_a = np.stack(per)
-    log_nw = math.log10(sum(m.shape[0] * m.shape[1] for m in maps))
-    return _finish(log_nw + per_a.sum(axis=0), per_a, epsilon)
+        per.append(log10_binom_sf_table(n, 1.0 - p)[x])
+    total = _combine(per, out_size, upsample, np.add)
+    total += np.float32(math.log10(sum(m.shape[0] * m.shape[1] for m in maps)))
+    return _finish(total, per, out_size, upsample, epsilon)
 
 
 def window_nfa_from_latent(

@@ -339,8 +339,7 @@ def test_regions_are_the_connected_components_of_the_mask():
     log_map[3, 4] = -9.0
     log_map[10:18, 20:22] = -1.0
     log_map[17, 22] = -0.5  # 8-connected to the second blob
-    per = np.stack([log_map, log_map + 1])
-    res = nfa._finish(log_map, per, 0.0)
+    res = nfa._finish(log_map, [log_map, log_map + 1], (20, 30), "nearest", 0.0)
     assert [(r.area, r.bbox, r.log10_nfa, r.scale) for r in res.regions] == [
         (12, (3, 2, 7, 5), -9.0, 0),
         (17, (20, 10, 23, 18), -1.0, 0),
@@ -385,7 +384,7 @@ def test_accepts_ir_shaped_outputs_and_rejects_mismatched_channels():
         assert r.log10_nfa_map.shape == (48, 80)
 
 
-def test_resize_matches_cv2_linear_and_nearest():
+def test_resize_matches_cv2_linear_and_nearest_and_point_evaluation():
     cv2 = pytest.importorskip("cv2")
     a = np.random.default_rng(0).standard_normal((8, 12)).astype(np.float32)
     lin = nfa._resize(a.astype(np.float64), (64, 40), "bilinear")
@@ -393,6 +392,9 @@ def test_resize_matches_cv2_linear_and_nearest():
                                atol=1e-5)
     near = nfa._resize(a.astype(np.float64), (64, 48), "nearest")
     np.testing.assert_array_equal(near, cv2.resize(a, (48, 64), interpolation=cv2.INTER_NEAREST))
+    for py, px in [(0, 0), (63, 39), (17, 5), (40, 22)]:
+        assert nfa._resize_at(a, py, px, (64, 40), "bilinear") == pytest.approx(lin[py, px], abs=1e-5)
+        assert nfa._resize_at(a, py, px, (64, 48), "nearest") == near[py, px]
 
 
 # ----------------------------------------------------------------------------- edge imports
