@@ -98,6 +98,8 @@ class BridgeLink(Link):
         self._pending_alarms: list[Alarm] = []
         self.epoch = random.randrange(1, 0x10000)  # host session id
         self._n = 0
+        self._hb_seq = 0
+        self._status_seq: Optional[int] = None
         self._bridge_epoch: Optional[int] = None
         self._bridge_flags = 0
         self._bridge_status: dict = {}
@@ -107,10 +109,11 @@ class BridgeLink(Link):
         self._hb_due = 0.0
         self._closing = False
         self._failsafe_alarmed = False
-        self._had_status = False
+        self._expect_recovery = True  # the bridge may wait in fail-safe for its first host
         self._down_since: Optional[float] = None
         self._rtt_sum = 0.0
         self._rtt_max = 0.0
+        self._rtt_n = 0
         self.counters = collections.Counter()
         try:
             self._connect(_open(config))
@@ -161,7 +164,7 @@ class BridgeLink(Link):
 
     def stats(self) -> dict:
         with self._lock:
-            acked = self.counters["acked"]
+            acked = self._rtt_n
             return {
                 "link": "bridge", "port": self.cfg.port, "connected": self._port is not None,
                 "queued": len(self._queue), "in_flight": len(self._inflight),
@@ -297,7 +300,10 @@ class BridgeLink(Link):
         out = []
         ack_s = self.cfg.ack_timeout_ms / 1000.0
         if now >= self._hb_due:
-            out.append(p.make(p.HEARTBEAT, self.epoch, 0, self.cfg.failsafe_ms))  # unsequenced
+            # Heartbeats count on their own: they are never retransmitted nor recorded in
+            # the bridge's seq ring; the seq only lets us drop repeated STATUS replies.
+            self._hb_seq = self._hb_seq % 0xFFFF + 1
+            out.append(p.make(p.HEARTBEAT, self.epoch, self._hb_seq, self.cfg.failsafe_ms))
             self._hb_due = now + self.cfg.heartbeat_ms / 1000.0
             self.counters["heartbeats"] += 1
         for seq, m in list(self._inflight.items()):
@@ -396,9 +402,11 @@ class BridgeLink(Link):
                     break
                 if o.last_tx < m.last_tx:
                     o.last_tx = 0.0
-            rtt = now - m.last_tx
-            self._rtt_sum += rtt
-            self._rtt_max = max(self._rtt_max, rtt)
+            if m.last_tx:  # 0.0 marks a frame queued for retransmission
+                rtt = now - m.last_tx
+                self._rtt_sum += rtt
+                self._rtt_max = max(self._rtt_max, rtt)
+                self._rtt_n += 1
             if m.reject:
                 self.counters["rejects_confirmed"] += 1
                 if m.delay and m.unit == p.UNIT_MS:
@@ -406,14 +414,21 @@ class BridgeLink(Link):
         elif f.type == p.NAK:
             self._on_nak(f.seq, fields[0])
         elif f.type == p.STATUS:
+            if f.seq and f.seq == self._status_seq:
+                self.counters["duplicate_status"] += 1
+                return
+            self._status_seq = f.seq
             _, reason, fw, fs_ms, actuations, rx_errors, dups = fields
             self._bridge_status = {"fw_version": fw, "failsafe_ms": fs_ms, "actuations": actuations,
                                    "rx_errors": rx_errors, "duplicates": dups}
             if reason == p.STATUS_RECOVERED:
-                if self._had_status and not self._failsafe_alarmed:
+                if not self._expect_recovery and not self._failsafe_alarmed:
                     self._alarm("failsafe", "bridge was in fail-safe (heartbeats lost); it has recovered")
+                    log.debug("RECOVERED seq %d epoch %d", f.seq, f.epoch)
                 self._failsafe_alarmed = False
-            self._had_status = True
+                self._expect_recovery = False
+            elif reason == p.STATUS_REPLY:
+                self._expect_recovery = False
         elif f.type == p.FAULT:
             code, _, detail = fields
             self.counters["faults"] += 1
@@ -451,7 +466,7 @@ class BridgeLink(Link):
         for m in reversed(pending):  # acked but not yet due: the reboot lost them
             self._queue.appendleft(m)
         self._scheduled = []
-        self._had_status = False  # a fresh bridge boots in fail-safe; leaving it is expected
+        self._expect_recovery = True  # a fresh bridge boots in fail-safe; leaving it is expected
         self._alarm("bridge_reboot",
                     f"bridge rebooted; re-sent {len(unsure)} unconfirmed rejects (parts {unsure[:8]} may "
                     f"actuate twice) and {len(pending)} scheduled ones")
