@@ -27,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge import nfa  # noqa: E402
 
 
+_loadavg_start = "unknown"
+
+
 def _cpu() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -35,6 +38,13 @@ def _cpu() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def _time(fn, runs: int) -> dict:
@@ -65,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     runs = max(50, args.runs)
+    global _loadavg_start
+    _loadavg_start = _loadavg()
     rng = np.random.default_rng(0)
 
     z64 = rng.standard_normal((304, 64, 64))
@@ -113,6 +125,8 @@ def main(argv=None) -> int:
         "numpy": np.__version__,
         "threads": "OMP/OPENBLAS/MKL_NUM_THREADS=1",
         "runs": runs,
+        "loadavg_at_start": _loadavg_start,
+        "loadavg_at_end": _loadavg(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nfa_speed.json").write_text(
@@ -122,6 +136,8 @@ def main(argv=None) -> int:
         "",
         f"- Date: {meta['date']}",
         f"- CPU: {meta['cpu']} ({meta['logical_cpus']} logical CPUs; machine shared with other jobs)",
+        f"- Load average (1/5/15 min) at start {meta['loadavg_at_start']}, at end "
+        f"{meta['loadavg_at_end']}: other jobs shared the cores, so p99 is pessimistic",
         f"- Python {meta['python']}, numpy {meta['numpy']}, {meta['threads']}, single process",
         f"- {runs} timed runs per case after one warm-up call; synthetic N(0, I) latents",
         "- Targets (issue 4): tree NFA <= 20 ms at 64x64, C = 304; window NFA <= 3 ms",

@@ -378,6 +378,12 @@ def test_accepts_ir_shaped_outputs_and_rejects_mismatched_channels():
         nfa.tree_nfa(zsq, CHANNELS[:2], OUT)
     with pytest.raises(ValueError):
         nfa.tree_nfa([np.full((4, 4), np.nan)], [24], OUT)
+    # degenerate inputs: an infinite Z is the most significant region, finite; 1-pixel maps
+    r = nfa.tree_nfa([np.full((6, 6), np.inf)], [24], (12, 12))
+    assert r.mask.all() and np.isfinite(r.log10_nfa_map).all() and len(r.regions) == 1
+    assert nfa.tree_nfa([np.zeros((1, 1))], [24], (4, 4)).mask.sum() == 0
+    with pytest.raises(ValueError):  # n = 1 windows would flag any pixel with one exceedance
+        nfa.window_nfa([np.ones((1, 5), int)], [24], (4, 4))
     # non-square output, bilinear and nearest
     for up in ("bilinear", "nearest"):
         r = nfa.tree_nfa(zsq, CHANNELS, (48, 80), upsample=up)
