@@ -1,0 +1,109 @@
+"""The model's metadata, carried inside the IR's `rt_info["model_info"]`.
+
+Keys follow OpenVINO model_api's anomaly conventions (model_type, task, labels, image_threshold,
+pixel_threshold, normalization_scale) plus edge-inspect's own under the same key. The edge reads
+everything it needs from the IR; no sidecar file exists. This module is the one place that
+defines the schema: the host writes with `write_info`, the edge reads with `read_info`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import ModelError
+
+SECTION = "model_info"
+
+
+@dataclass
+class ModelInfo:
+    # model_api's anomaly keys
+    model_type: str = "AnomalyDetection"
+    task: str = "segmentation"
+    labels: str = "Normal Anomaly"
+    image_threshold: float = 0.0
+    pixel_threshold: float = 0.0
+    normalization_scale: float = 1.0
+    # edge-inspect's own
+    edge_inspect_version: str = ""
+    model_kind: str = ""
+    backbone: str = ""
+    input_height: int = 0
+    input_width: int = 0
+    input_layout: str = "NHWC"
+    input_color: str = "BGR"
+    input_dtype: str = "u8"
+    mean_values: str = "127.5 127.5 127.5"
+    scale_values: str = "127.5 127.5 127.5"
+    score_kind: str = ""
+    latent_channels: list[int] = field(default_factory=list)
+    nfa_epsilon: float = 0.0
+    precision: str = ""
+    quantized_scope: str = ""
+    target_frr: float = 0.0
+    frr_upper_bound: float = 0.0
+    n_calibration_good: int = 0
+    training_fingerprint: str = ""
+    calibrated_at: str = ""
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.input_height, self.input_width
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ModelInfo)}
+REQUIRED = ("edge_inspect_version", "input_height", "input_width", "image_threshold")
+
+
+def _encode(value) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _decode(name: str, text: str):
+    kind = _FIELDS[name].type
+    if kind in ("float", float):
+        return float(text)
+    if kind in ("int", int):
+        return int(float(text))
+    if kind.startswith("list"):
+        return [int(v) for v in text.split()]
+    return text
+
+
+def write_info(model, info: ModelInfo) -> None:
+    """Store `info` in an `openvino.Model`'s rt_info (saved with the IR)."""
+    for name, value in dataclasses.asdict(info).items():
+        model.set_rt_info(_encode(value), [SECTION, name])
+
+
+def read_info(model, source: str = "model") -> ModelInfo:
+    """Read ModelInfo from an `openvino.Model`; a model without our metadata is a ModelError."""
+    missing = [k for k in REQUIRED if not model.has_rt_info([SECTION, k])]
+    if missing:
+        raise ModelError(
+            f"{source} has no edge-inspect metadata ({', '.join(missing)} missing from rt_info): "
+            "export it with edge-calibrate"
+        )
+    values = {}
+    for name in _FIELDS:
+        if model.has_rt_info([SECTION, name]):
+            text = model.get_rt_info([SECTION, name]).astype(str)
+            try:
+                values[name] = _decode(name, text)
+            except ValueError as err:
+                raise ModelError(f"{source}: metadata {name}={text!r} is not valid ({err})") from None
+    return ModelInfo(**values)
+
+
+def update_info(model, **changes) -> ModelInfo:
+    """Rewrite selected metadata keys in place (thresholds on site, without re-export)."""
+    info = read_info(model)
+    for name, value in changes.items():
+        if name not in _FIELDS:
+            raise ModelError(f"unknown metadata key {name!r}; known: {', '.join(sorted(_FIELDS))}")
+        setattr(info, name, _decode(name, _encode(value)))
+    write_info(model, info)
+    return info
