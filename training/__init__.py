@@ -1,0 +1,1 @@
+"""Host trainer: normalizing flows learned from images of good parts only."""

@@ -1,0 +1,147 @@
+"""Train a flow on good images: frozen backbone features are computed once, then the flow fits them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .data import DataError, fingerprint, load_folder, load_image, split_holdout
+from .models import create_model, make_config
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    model: str = "msflow"
+    model_overrides: dict = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_epochs: int = 2
+    weight_decay: float = 1e-5
+    grad_clip: float = 2.0
+    holdout_fraction: float = 0.15
+    augment_flips: bool = False
+    seed: int = 0
+    threads: int = 0
+    weights: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+
+def to_tensor(images: list[np.ndarray], mean, std) -> torch.Tensor:
+    """uint8 BGR (N,H,W,3) -> normalised RGB NCHW float, as the IR's embedded pre-processing does."""
+    x = torch.from_numpy(np.stack(images)[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255.0
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+@torch.no_grad()
+def extract(model, samples, batch_size: int = 16, flips: bool = False, desc: str = "features", progress: bool = True):
+    """Pooled backbone features of every sample, per scale (N, C, h, w)."""
+    from tqdm import tqdm
+
+    size = model.config.input_size
+    out: list[list[torch.Tensor]] = [[] for _ in model.channels]
+    for i in tqdm(range(0, len(samples), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        imgs = [load_image(s, size) for s in samples[i : i + batch_size]]
+        x = to_tensor(imgs, model.mean, model.std)
+        variants = [x, x.flip(-1), x.flip(-2)] if flips else [x]
+        for v in variants:
+            for scale, f in enumerate(model.features(v)):
+                out[scale].append(f)
+    return [torch.cat(parts) for parts in out]
+
+
+def lr_at(epoch: int, cfg: TrainConfig) -> float:
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (0.1 + 0.9 * epoch / max(1, cfg.warmup_epochs))
+    progress = (epoch - cfg.warmup_epochs) / max(1, cfg.epochs - cfg.warmup_epochs)
+    return cfg.lr * (0.4 + 0.6 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def mean_loss(model, feats: list[torch.Tensor], batch_size: int) -> float:
+    n = feats[0].shape[0]
+    total = 0.0
+    for i in range(0, n, batch_size):
+        b = [f[i : i + batch_size] for f in feats]
+        total += float(model.loss(b)) * b[0].shape[0]
+    return total / max(1, n)
+
+
+def train(cfg: TrainConfig) -> Path:
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_folder(cfg.data)
+    train_set, holdout = split_holdout(data.train, cfg.holdout_fraction, cfg.seed)
+    if len(train_set) < 8:
+        raise DataError(f"only {len(train_set)} good training images in {cfg.data}: need at least 8")
+    model_cfg = make_config(cfg.model, cfg.model_overrides)
+    model = create_model(cfg.model, model_cfg, weights=cfg.weights)
+    checkpoint.write_json(out / "config.json", {"model": cfg.model, "model_config": dataclasses.asdict(model_cfg),
+                                               "train_config": dataclasses.asdict(cfg)})
+    t0 = time.time()
+    train_feats = extract(model, train_set, flips=cfg.augment_flips, desc="train features", progress=cfg.progress)
+    hold_feats = extract(model, holdout, desc="held-out features", progress=cfg.progress)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_epoch, best = 0, float("inf")
+    last_path = out / "last.pt"
+    if cfg.resume and last_path.is_file():
+        payload = checkpoint.load_payload(last_path)
+        model.load_state_dict(payload["state_dict"], strict=False)
+        opt.load_state_dict(payload["optimizer"])
+        start_epoch, best = payload["epoch"] + 1, payload["best_holdout_loss"]
+    extra = {"train_config": dataclasses.asdict(cfg), "holdout": [str(s.path) for s in holdout],
+             "train_files": [str(s.path) for s in train_set], "data_fingerprint": fingerprint(data.train)}
+    n = train_feats[0].shape[0]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with open(out / "train.log", "a") as log:
+        bar = tqdm(range(start_epoch, cfg.epochs), desc="train", unit="epoch", disable=not cfg.progress)
+        for epoch in bar:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(epoch, cfg)
+            model.flows.train()
+            order = torch.randperm(n, generator=gen)
+            losses, te = [], time.time()
+            for i in range(0, n, cfg.batch_size):
+                idx = order[i : i + cfg.batch_size]
+                loss = model.loss([f[idx] for f in train_feats])
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"training diverged at epoch {epoch} (loss {loss}): lower --lr")
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                losses.append(float(loss.detach()))
+            model.flows.eval()
+            hold = mean_loss(model, hold_feats, cfg.batch_size)
+            rate = n / max(1e-9, time.time() - te)
+            improved = hold < best
+            best = min(best, hold)
+            state = {**extra, "epoch": epoch, "holdout_loss": hold, "best_holdout_loss": best}
+            if improved:
+                checkpoint.save(out / "checkpoint.pt", model, state)
+            checkpoint.save(last_path, model, {**state, "optimizer": opt.state_dict()})
+            line = f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} holdout {hold:.4f} lr {lr_at(epoch, cfg):.2e} {rate:.0f} img/s{' *' if improved else ''}"
+            log.write(line + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", holdout=f"{hold:.3f}", img_s=f"{rate:.0f}")
+    (out / "train.log").open("a").write(f"done in {time.time() - t0:.1f} s\n")
+    return out
