@@ -1,0 +1,1 @@
+"""Host calibration: export to OpenVINO IR, INT8 quantization, thresholds, evaluation."""

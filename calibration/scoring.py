@@ -1,0 +1,42 @@
+"""Score images with a trained torch model or an IR, through the same pre-processing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.data import Sample, load_image
+
+
+@dataclass
+class Scored:
+    scores: np.ndarray  # (N,)
+    maps: list[np.ndarray]  # (H, W) each
+
+
+def score_torch(model, samples: list[Sample], batch_size: int = 8, keep_maps: bool = True) -> Scored:
+    import torch
+
+    from training.train import to_tensor
+
+    scores, maps = [], []
+    with torch.no_grad():
+        for i in range(0, len(samples), batch_size):
+            x = to_tensor([load_image(s, model.config.input_size) for s in samples[i : i + batch_size]], model.mean, model.std)
+            amap, score, *_ = model.anomaly_outputs(x)
+            scores.extend(score.numpy().tolist())
+            if keep_maps:
+                maps.extend(list(amap[:, 0].numpy()))
+    return Scored(np.asarray(scores, dtype=np.float64), maps)
+
+
+def score_ir(model, samples: list[Sample], keep_maps: bool = True) -> Scored:
+    """`model` is an edge.model.AnomalyModel."""
+    scores, maps = [], []
+    for s in samples:
+        result = model.infer(load_image(s, model.input_size))
+        scores.append(result.score)
+        if keep_maps:
+            maps.append(result.anomaly_map)
+    return Scored(np.asarray(scores, dtype=np.float64), maps)
