@@ -54,3 +54,4 @@ def create_model(kind: str, config=None, **backbone_kwargs):
 
 
 from . import msflow  # noqa: E402,F401  (registers itself)
+from . import uflow  # noqa: E402,F401  (registers itself)
