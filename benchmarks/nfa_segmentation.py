@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("all", "pool16", "pool8", "drop_finest")
+VARIANTS = ("all", "pool16", "pool8", "drop_finest", "all+cal_mean", "all+cal_q999", "pool16+cal_q999")
 
 
 def evaluate_ir(ir: str, checkpoint: str, data: str, threads: int = 1) -> dict:
@@ -42,7 +42,13 @@ def evaluate_ir(ir: str, checkpoint: str, data: str, threads: int = 1) -> dict:
     train = [Sample(Path(p), 0) for p in payload.get("train_files", []) + payload.get("holdout", [])]
     folder = load_folder(data, require_test=True)
     size = model.input_size
-    train_maps = [model.infer(load_image(s, size)).anomaly_map for s in train]
+    hold = {str(p) for p in payload.get("holdout", [])}
+    train_maps, holdout_zsq = [], []
+    for s in train:
+        inf = model.infer(load_image(s, size))
+        train_maps.append(inf.anomaly_map)
+        if str(s.path) in hold:
+            holdout_zsq.append(inf.zsq)
     maps, zsq, gts, labels, lat = [], [], [], [], []
     for s in folder.test:
         frame = load_image(s, size)
@@ -56,7 +62,8 @@ def evaluate_ir(ir: str, checkpoint: str, data: str, threads: int = 1) -> dict:
     labels_a = np.asarray(labels)
     good_stats = [float(np.mean([z[i].mean() / c for z, lab in zip(zsq, labels) if lab == 0]))
                   for i, c in enumerate(channels)]
-    res = evaluate_segmentation(maps, zsq, gts, labels, train_maps, channels, variants=VARIANTS)
+    hold_stats = [float(np.mean([z[i].mean() / c for z in holdout_zsq])) for i, c in enumerate(channels)]
+    res = evaluate_segmentation(maps, zsq, gts, labels, train_maps, channels, variants=VARIANTS, holdout_zsq=holdout_zsq)
     from calibration.metrics import image_auroc
 
     scores = [float(np.sort(m.reshape(-1))[-max(1, m.size // 100):].mean()) for m in maps]
@@ -64,10 +71,10 @@ def evaluate_ir(ir: str, checkpoint: str, data: str, threads: int = 1) -> dict:
         "ir": str(ir), "checkpoint": str(checkpoint), "data": str(data), "kind": model.info.model_kind,
         "backbone": model.info.backbone, "precision": model.info.precision,
         "inference_precision": model.inference_precision, "input_size": list(size), "latent_channels": channels,
-        "latent_shapes": [list(z.shape) for z in zsq[0]], "n_train_good": len(train),
+        "latent_shapes": [list(z.shape) for z in zsq[0]], "n_train_good": len(train), "n_holdout": len(holdout_zsq),
         "n_test": len(labels), "n_defective": int(labels_a.sum()),
         "image_auroc": image_auroc(labels_a, scores),
-        "good_mean_zsq_over_c": good_stats,
+        "good_mean_zsq_over_c": good_stats, "holdout_mean_zsq_over_c": hold_stats,
         "ir_ms_median": 1e3 * float(np.median(lat)), "ir_ms_p90": 1e3 * float(np.percentile(lat, 90)),
         "threads": threads, **dataclasses.asdict(res),
     }
@@ -143,15 +150,18 @@ def table(paths: list[str], md: str) -> None:
             f"{fmt(n['false_alarm_regions_per_good'], 2)} | {fmt(r['fair_false_alarm_regions_per_good'], 2)} | "
             f"{fmt(r['ir_ms_median'], 1)} | {fmt(n['nfa_ms_median'], 1)} |")
     lines += ["", "## NFA variants (pooling fine scales: exact under H0, see docs/nfa.md)", "",
-              "| set | model | IR | latent C @ size | mean zsq/C on good test (1.0 under H0) | variant | mIoU NFA | mIoU NFA, defective only | "
+              "`+cal_mean` / `+cal_q999`: zsq_s divided by the null variance sigma_s² estimated on the held-out good "
+              "training images (mean of Z/C, or 0.999 quantile of Z over the chi² one), shown in the null scale column.", "",
+              "| set | model | IR | latent C @ size | mean zsq/C on held-out good / good test (1.0 under H0) | variant | null scale | mIoU NFA | mIoU NFA, defective only | "
               "defective imgs detected | good imgs with a false alarm | FA regions / good | oracle eps | mIoU at oracle eps |",
-              "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lat = ", ".join(f"{c}@{s[0]}²" for c, s in zip(r["latent_channels"], r["latent_shapes"]))
-        g = ", ".join(f"{v:.2f}" for v in r["good_mean_zsq_over_c"])
+        g = ", ".join(f"{v:.2f}" for v in r.get("holdout_mean_zsq_over_c", [])) + " / " + ", ".join(f"{v:.2f}" for v in r["good_mean_zsq_over_c"])
         for v, n in r["nfa"].items():
+            ns = ", ".join(f"{x:.2f}" for x in n["null_scale"]) if n.get("null_scale") else "–"
             lines.append(
-                f"| {Path(r['data']).name} | {r['kind']} | {r['precision']} | {lat} | {g} | {v} | {fmt(n['miou'])} | "
+                f"| {Path(r['data']).name} | {r['kind']} | {r['precision']} | {lat} | {g} | {v} | {ns} | {fmt(n['miou'])} | "
                 f"{fmt(n['miou_defective'])} | {n['defective_images_detected']}/{r['n_defective']} | "
                 f"{n['good_images_with_false_alarm']}/{r['n_good']} | {fmt(n['false_alarm_regions_per_good'], 2)} | "
                 f"{n['oracle_eps']:g} | {fmt(n['miou_oracle_eps'])} |")

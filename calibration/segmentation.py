@@ -20,7 +20,8 @@ Definitions (U-Flow's protocol, written from its description):
 NFA variants (``nfa_variant``): the tree NFA's test count grows like 0.609 H W per scale, so with few channels at
 a fine scale it is nearly blind there. Summing Z over f x f blocks of one scale is exact under H0 (a sum of f^2
 independent chi^2_C is chi^2_{f^2 C}) and lowers the resolution: ``pool=R`` sum-pools every scale finer than
-R x R down to R x R (C -> f^2 C); ``drop_finest=k`` ignores the k finest scales.
+R x R down to R x R (C -> f^2 C); ``drop_finest=k`` ignores the k finest scales. ``+cal_<method>`` first divides each zsq_s
+by the null's variance estimated on held-out good images (``null_scale``): H0 becomes N(0, sigma_s^2 I).
 """
 
 from __future__ import annotations
@@ -180,12 +181,41 @@ VARIANTS = {
 }
 
 
+def null_scale(good_zsq: Sequence[Sequence[np.ndarray]], channels: Sequence[int], method: str = "q999") -> list[float]:
+    """Per-scale variance factor sigma_s^2 of the latent on held-out good images (H0: z ~ N(0, sigma_s^2 I)).
+
+    A flow's latent on good images it never saw is often wider than N(0, I) (a generalisation gap), and the tree
+    NFA then fires on good parts. Estimating the null's scale on held-out good images keeps the a-contrario
+    rule free of a hand-tuned threshold: ``mean``: sigma^2 = mean(Z) / C; ``q999``: sigma^2 = empirical 0.999
+    quantile of Z / chi^2_C 0.999 quantile (matches the tail the detector looks at). Never below 1.
+    """
+    from scipy.stats import chi2
+
+    out = []
+    for i, c in enumerate(channels):
+        z = np.concatenate([np.asarray(q[i], dtype=np.float64).reshape(-1) for q in good_zsq])
+        if method == "mean":
+            s = z.mean() / c
+        elif method == "q999":
+            s = np.quantile(z, 0.999) / chi2.ppf(0.999, c)
+        else:
+            raise ValueError(f"unknown null-scale method {method!r}")
+        out.append(float(max(1.0, s)))
+    return out
+
+
 def nfa_map(zsq: Sequence[np.ndarray], channels: Sequence[int], out_size: tuple[int, int], variant: str = "all",
-            epsilon: float = 0.0):
-    """edge.nfa.tree_nfa on the chosen variant; returns the NFAResult."""
+            epsilon: float = 0.0, scale: Sequence[float] | None = None):
+    """edge.nfa.tree_nfa on the chosen variant (``name`` or ``name+cal_<method>``, the latter with ``scale``
+    from null_scale dividing each zsq_s first); returns the NFAResult."""
     from edge.nfa import tree_nfa
 
-    q, c = nfa_variant(zsq, channels, **VARIANTS[variant])
+    base, _, cal = variant.partition("+")
+    if cal:
+        if scale is None:
+            raise ValueError(f"variant {variant} needs the null scale of each latent")
+        zsq = [np.asarray(q, dtype=np.float32) / np.float32(f) for q, f in zip(zsq, scale)]
+    q, c = nfa_variant(zsq, channels, **VARIANTS[base])
     return tree_nfa(q, c, out_size, epsilon=epsilon)
 
 
@@ -210,7 +240,7 @@ class SegmentationResult:
 def evaluate_segmentation(test_maps: Sequence[np.ndarray], test_zsq: Sequence[Sequence[np.ndarray]],
                           gts: Sequence[np.ndarray], labels: Sequence[int], train_good_maps: Sequence[np.ndarray],
                           channels: Sequence[int], variants: Sequence[str] = ("all",), epsilon: float = 0.0,
-                          nfa_timer=None) -> SegmentationResult:
+                          nfa_timer=None, holdout_zsq: Sequence[Sequence[np.ndarray]] | None = None) -> SegmentationResult:
     """All segmentation metrics of one model on one test set (maps at the input size, zsq per scale)."""
     from .metrics import pixel_auroc
 
@@ -228,13 +258,20 @@ def evaluate_segmentation(test_maps: Sequence[np.ndarray], test_zsq: Sequence[Se
     best = int(np.argmax(curve))
 
     nfa = {}
+    scales = {}
     for variant in variants:
         import time
+
+        cal = variant.partition("+")[2]
+        if cal and cal not in scales:
+            if not holdout_zsq:
+                raise ValueError(f"variant {variant} needs holdout_zsq")
+            scales[cal] = null_scale(holdout_zsq, channels, cal.removeprefix("cal_"))
 
         maps, fa, times = [], 0, []
         for i, zsq in enumerate(test_zsq):
             t0 = time.perf_counter()
-            res = nfa_map(zsq, channels, out_size, variant, epsilon)
+            res = nfa_map(zsq, channels, out_size, variant, epsilon, scales.get(cal))
             times.append(time.perf_counter() - t0)
             maps.append(res.log10_nfa_map)
             if labels[i] == 0:
@@ -251,6 +288,7 @@ def evaluate_segmentation(test_maps: Sequence[np.ndarray], test_zsq: Sequence[Se
             "defective_images_detected": int(sum(flat_min[i] < epsilon for i in np.nonzero(defective)[0])),
             "oracle_eps": float(eps_grid[k]), "miou_oracle_eps": float(eps_curve[k]),
             "nfa_ms_median": 1e3 * float(np.median(times)), "nfa_ms_p99": 1e3 * float(np.percentile(times, 99)),
+            "null_scale": scales.get(cal),
         }
         if nfa_timer is not None:
             nfa_timer(variant, times)

@@ -134,3 +134,21 @@ def test_evaluate_segmentation_on_gaussian_latents():
     assert res.nfa["all"]["miou"] > 0.8
     assert 0 <= res.miou_fair <= 1 and res.miou_oracle >= res.miou_fair - 1e-9
     assert res.pixel_auroc > 0.9 and 0 < res.aupro <= 1
+
+
+def test_null_scale_restores_a_wide_latent():
+    """A latent 2x too wide on good parts floods the plain NFA; the null scale from held-out good images fixes it."""
+    from calibration.segmentation import null_scale
+
+    rng = np.random.default_rng(4)
+    zsq, gts, maps, labels, channels = _synthetic(rng, n_good=4, n_bad=4, blob_std=4.5)
+    wide = [[q * 4.0 for q in z] for z in zsq]  # std 2 everywhere
+    hold = [[(rng.normal(size=(c, s, s)) ** 2).sum(0) * 4.0 for c, s in zip(channels, (32, 16, 8))] for _ in range(4)]
+    for method in ("mean", "q999"):
+        assert null_scale(hold, channels, method) == pytest.approx([4.0] * 3, rel=0.1)
+    train = [np.ones((64, 64)) for _ in range(4)]
+    res = evaluate_segmentation(maps, wide, gts, labels, train, channels, variants=("all", "all+cal_q999"),
+                                holdout_zsq=hold)
+    assert res.nfa["all"]["good_images_with_false_alarm"] == 4
+    assert res.nfa["all+cal_q999"]["good_images_with_false_alarm"] == 0
+    assert res.nfa["all+cal_q999"]["defective_images_detected"] == 4
