@@ -1,116 +1,434 @@
-"""MS-Flow (seed): multi-scale features from a frozen ImageNet CNN, a FrEIA flow per scale.
+"""MS-Flow: multi-scale features of a frozen ImageNet CNN, sub-feature flows and a fusion coupling.
 
-This is the walking-skeleton version of the flagship model: parallel per-scale flows of
-AllInOneBlocks over frozen EfficientNet-Lite features, the anomaly map is the per-pixel negative
-log-likelihood 0.5 · mean_c z² summed over scales, the image score the mean of the top 1 % of
-the map. The sub-feature split and the hierarchical fusion of the paper come with the MS-Flow issue.
+The paper's design, written for edge export (torch -> OpenVINO, no FrEIA at run time):
+
+* **Backbone** — any timm CNN: EfficientNet/MobileNet-style models through
+  `training.backbones` (offline EfficientNet-Lite0/1/2 weights), any other timm model through
+  `features_only=True` with a weights file or timm's hub (the paper's EfficientNet-B5, WRN-50-2).
+  Feature maps come from `stages` of the image at each of `image_scales` (CS-Flow's image
+  pyramid: the paper's B5 config is one stride-32 stage of the image at 1, 1/2 and 1/4), and each
+  map goes through AvgPool(3, pool_stride, 1) (the "neck").
+* **Sub-feature split** — each scale's C_s channels are split into `subfeatures` (k) groups of
+  C_s / k channels, and every group gets its own normalizing flow. The k flows of a scale run in
+  parallel as one module with grouped convolutions (no cross computation between groups); this is
+  exactly k independent flows, conditioned on a 2-D sin/cos positional encoding.
+* **Parallel flows** — per scale `flow_depth[s]` coupling blocks (shallow for fine scales, deep
+  for coarse ones, as in cool-xuan/msflow's [2, 5, 8]); each block = per-channel affine (ActNorm),
+  a fixed random permutation inside every sub-feature, and an affine coupling whose subnet is
+  Conv3x3 -> channel LayerNorm -> ReLU -> Conv3x3 with a soft clamp exp(c·0.636·atan(s/c)).
+* **Hierarchical perception (fusion)** — `fusion_depth` coupling layers over all scales at once:
+  the conditioning halves of every scale are pooled to the coarsest grid, concatenated and fused,
+  split back, upsampled to each scale, added to that scale's own half, and per-scale heads give the
+  scale/shift for the other half. Layers alternate halves, so every channel is fused.
+* **Likelihood and scores** — z per scale (all k sub-features, `flow()` returns them); the map is
+  Σ_s upsample(0.5 · Σ_c z² / C_s), raw (no per-image max), the image score the mean of its top
+  `top_fraction` pixels (3 % as in the reference). `anomaly_outputs` also returns Σ_c z² per scale
+  (over all C_s channels) for the NFA detector at the edge.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.backbones import create_feature_extractor, normalization
+from training.backbones import OFFLINE_WEIGHTS, FeatureExtractor, WeightsError, create_feature_extractor, normalization
 
 from . import register
+
+SOFT_CLAMP = 0.636  # 2/pi: c·0.636·atan(s/c) stays in (-c, c)
 
 
 @dataclass(frozen=True)
 class MSFlowConfig:
     backbone: str = "tf_efficientnet_lite0"
-    stages: tuple[int, ...] = (1, 2, 3)
-    input_size: tuple[int, int] = (256, 256)
+    stages: tuple[int, ...] = (1, 2, 3)  # timm feature_info indices (Lite: 1/2/3 -> stride 4/8/16)
+    image_scales: tuple[float, ...] = (1.0,)  # image pyramid (CS-Flow style); every stage of every scale is a flow scale
+    input_size: tuple[int, int] = (256, 256)  # (H, W); non-square allowed
     pool_stride: int = 2  # AvgPool(3, stride, 1) on each feature map before its flow
-    flow_depth: tuple[int, ...] = (2, 4, 6)  # AllInOneBlocks per scale, shallow for fine
+    subfeatures: int = 4  # k: sub-features per scale, each with its own flow
+    flow_depth: tuple[int, ...] = (2, 4, 6)  # coupling blocks per scale, shallow for fine
+    fusion_depth: int = 1  # fusion coupling layers over all scales (0 = parallel flows only)
     clamp: float = 1.9
-    hidden_ratio: float = 1.0
-    top_fraction: float = 0.01  # image score = mean of the top fraction of the map
+    hidden_ratio: float = 1.0  # subnet width = hidden_ratio x sub-feature channels (at least 8)
+    fusion_hidden_ratio: float = 1.0
+    pos_dim: int = 32  # positional-encoding channels of the condition (0 = none)
+    top_fraction: float = 0.03  # image score = mean of the top fraction of the map
+    # per-image photometric standardisation inside the graph: (x - mean) / std * 0.5 over all pixels and
+    # channels (colour ratios kept); makes the flow blind to global lighting drift between lots/sessions
+    image_norm: bool = False
+    seed: int = 0  # the fixed permutations
 
 
-class BetaSoftplus(nn.Module):
-    """softplus(beta · x) / beta, written out: OpenVINO mis-converts nn.Softplus(beta != 1)."""
+PRESETS: dict[str, dict] = {
+    # the shipped default: EfficientNet-Lite0 stride 4/8/16 at 256 px, k = 4
+    "default": {},
+    # the paper's configuration: EfficientNet-B5 stride-32 stage of a 768/384/192 pyramid, k = 4
+    # (B5 weights come from timm's hub or --weights FILE; none install offline here)
+    "paper_b5": {"backbone": "tf_efficientnet_b5", "stages": (4,), "image_scales": (1.0, 0.5, 0.25),
+                 "input_size": (768, 768), "pool_stride": 1, "flow_depth": (4, 4, 4), "subfeatures": 4},
+    # cool-xuan/msflow's stage variant: WideResNet-50-2 stages 1-3 at 512 px, depths [2, 5, 8]
+    "wrn50": {"backbone": "wide_resnet50_2", "stages": (1, 2, 3), "input_size": (512, 512), "pool_stride": 2,
+              "flow_depth": (2, 5, 8), "pos_dim": 64, "subfeatures": 4},
+}
 
-    def __init__(self, beta: float):
+
+# ---------------------------------------------------------------------------------------------
+# backbone
+
+
+class TimmFeatures(nn.Module):
+    """Any timm model with `features_only=True`, frozen (weights from a file or timm's hub)."""
+
+    def __init__(self, name: str, stages: tuple[int, ...], weights: str | None, random_init: bool):
         super().__init__()
-        self.beta = beta
+        import timm
+        from types import SimpleNamespace
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softplus(self.beta * x) / self.beta
+        pretrained = not random_init and not weights
+        try:
+            self.body = timm.create_model(name, features_only=True, out_indices=stages, pretrained=pretrained)
+        except Exception as err:  # hub unreachable, unknown name
+            raise WeightsError(
+                f"backbone {name!r} needs ImageNet weights from timm's hub or a weights file (--weights FILE): {err}"
+            ) from None
+        if weights:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            missing, _ = self.body.load_state_dict(state, strict=False)
+            if missing:
+                raise WeightsError(f"weights file {weights} lacks {len(missing)} backbone tensors (e.g. {missing[0]})")
+        info = self.body.feature_info
+        self.spec = SimpleNamespace(channels=tuple(info.channels()), strides=tuple(info.reduction()))
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, x):
+        return list(self.body(x))
 
 
-def _subnet(hidden_ratio: float):
-    def make(c_in: int, c_out: int) -> nn.Module:
-        hidden = max(8, int(c_in * hidden_ratio))
-        return nn.Sequential(
-            nn.Conv2d(c_in, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, c_out, 3, padding=1)
-        )
+def build_backbone(name: str, stages: tuple[int, ...], weights: str | None, random_init: bool) -> nn.Module:
+    """EfficientNet/MobileNet-style timm models are truncated after the deepest stage; others use features_only."""
+    import timm
 
-    return make
+    try:
+        probe = timm.create_model(name, pretrained=False)
+    except Exception as err:
+        raise WeightsError(f"unknown backbone {name!r} ({err})") from None
+    if not (hasattr(probe, "blocks") and hasattr(probe, "conv_stem")):
+        return TimmFeatures(name, stages, weights, random_init)
+    if weights or random_init or name in OFFLINE_WEIGHTS:
+        return create_feature_extractor(name, stages, weights, random_init)
+    try:  # e.g. the paper's EfficientNet-B5: timm's hub, where a host can reach it
+        classifier = timm.create_model(name, pretrained=True)
+    except Exception as err:
+        raise WeightsError(f"backbone {name!r} has no offline weights and timm's hub is unreachable ({type(err).__name__}): "
+                           f"pass a timm state dict with --weights FILE") from None
+    return FeatureExtractor(classifier.eval(), stages)
 
 
-def build_flow(channels: int, h: int, w: int, depth: int, clamp: float, hidden_ratio: float):
-    import FrEIA.framework as Ff
-    import FrEIA.modules as Fm
+# ---------------------------------------------------------------------------------------------
+# flow pieces
 
-    flow = Ff.SequenceINN(channels, h, w)
-    for _ in range(depth):
-        flow.append(Fm.AllInOneBlock, subnet_constructor=_subnet(hidden_ratio), affine_clamping=clamp,
-                    global_affine_type="SOFTPLUS", permute_soft=False)
-    for block in flow.module_list:
-        block.softplus = BetaSoftplus(0.5)
-    return flow
+
+def positional_encoding(dim: int, h: int, w: int) -> torch.Tensor:
+    """2-D sin/cos encoding (dim, h, w): half the channels along x, half along y (dim % 4 == 0)."""
+    if dim % 4:
+        raise ValueError("pos_dim must be a multiple of 4")
+    pe = torch.zeros(dim, h, w)
+    half = dim // 2
+    div = torch.exp(torch.arange(0.0, half, 2) * -(math.log(1e4) / half))
+    pos_w = torch.arange(0.0, w).unsqueeze(1)
+    pos_h = torch.arange(0.0, h).unsqueeze(1)
+    pe[0:half:2] = torch.sin(pos_w * div).T.unsqueeze(1).repeat(1, h, 1)
+    pe[1:half:2] = torch.cos(pos_w * div).T.unsqueeze(1).repeat(1, h, 1)
+    pe[half::2] = torch.sin(pos_h * div).T.unsqueeze(2).repeat(1, 1, w)
+    pe[half + 1 :: 2] = torch.cos(pos_h * div).T.unsqueeze(2).repeat(1, 1, w)
+    return pe
+
+
+def soft_clamp(s: torch.Tensor, clamp: float) -> torch.Tensor:
+    return clamp * SOFT_CLAMP * torch.atan(s / clamp)
+
+
+class GroupChannelNorm(nn.Module):
+    """LayerNorm over the channels of each of `groups` groups, per pixel (the reference's LN(channels))."""
+
+    def __init__(self, groups: int, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(1, groups, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, groups, channels, 1, 1))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = x.reshape(b, self.groups, c // self.groups, h, w)
+        mu = x.mean(2, keepdim=True)
+        var = ((x - mu) ** 2).mean(2, keepdim=True)
+        x = (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        return x.reshape(b, c, h, w)
+
+
+class GroupedCoupling(nn.Module):
+    """One flow block for k sub-features at once: ActNorm, in-group permutation, affine coupling.
+
+    Channels are laid out sub-feature by sub-feature ([g0 | g1 | ...], `cg` each). Every
+    convolution is grouped by sub-feature, so the k flows share no computation; the positional
+    condition enters each group's first convolution through its own (ungrouped-input) conv.
+    """
+
+    def __init__(self, k: int, cg: int, hidden: int, clamp: float, pos_dim: int, rng: np.random.Generator):
+        super().__init__()
+        self.k, self.cg, self.clamp = k, cg, clamp
+        self.ca = cg // 2
+        self.cb = cg - self.ca
+        c = k * cg
+        self.log_scale = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.shift = nn.Parameter(torch.zeros(1, c, 1, 1))
+        perm = np.concatenate([g * cg + rng.permutation(cg) for g in range(k)])
+        self.register_buffer("perm", torch.as_tensor(perm, dtype=torch.long), persistent=False)
+        self.register_buffer("inv_perm", torch.as_tensor(np.argsort(perm), dtype=torch.long), persistent=False)
+        self.conv1 = nn.Conv2d(k * self.ca, k * hidden, 3, padding=1, groups=k)
+        self.cond = nn.Conv2d(pos_dim, k * hidden, 3, padding=1, bias=False) if pos_dim else None
+        self.norm = GroupChannelNorm(k, hidden)
+        self.conv2 = nn.Conv2d(k * hidden, k * 2 * self.cb, 3, padding=1, groups=k)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def _split(self, x):
+        b, _, h, w = x.shape
+        g = x.reshape(b, self.k, self.cg, h, w)
+        return g[:, :, : self.ca].reshape(b, -1, h, w), g[:, :, self.ca :].reshape(b, -1, h, w)
+
+    def _join(self, a, bb):
+        b, _, h, w = a.shape
+        g = torch.cat([a.reshape(b, self.k, self.ca, h, w), bb.reshape(b, self.k, self.cb, h, w)], 2)
+        return g.reshape(b, -1, h, w)
+
+    def _scale_shift(self, a, pos):
+        hid = self.conv1(a)
+        if self.cond is not None:
+            hid = hid + self.cond(pos)
+        out = self.conv2(F.relu(self.norm(hid)))
+        b, _, h, w = out.shape
+        out = out.reshape(b, self.k, 2, self.cb, h, w)
+        s = soft_clamp(out[:, :, 0].reshape(b, -1, h, w), self.clamp)
+        return s, out[:, :, 1].reshape(b, -1, h, w)
+
+    def forward(self, x, pos):
+        hw = x.shape[-2] * x.shape[-1]
+        x = x * torch.exp(self.log_scale) + self.shift
+        x = x[:, self.perm]
+        a, bb = self._split(x)
+        s, t = self._scale_shift(a, pos)
+        bb = bb * torch.exp(s) + t
+        logdet = s.flatten(1).sum(1) + self.log_scale.sum() * hw
+        return self._join(a, bb), logdet
+
+    def reverse(self, y, pos):
+        a, bb = self._split(y)
+        s, t = self._scale_shift(a, pos)
+        bb = (bb - t) * torch.exp(-s)
+        x = self._join(a, bb)[:, self.inv_perm]
+        return (x - self.shift) * torch.exp(-self.log_scale)
+
+
+class ScaleFlow(nn.Module):
+    """The k parallel sub-feature flows of one scale."""
+
+    def __init__(self, channels: int, k: int, h: int, w: int, depth: int, clamp: float, hidden_ratio: float,
+                 pos_dim: int, rng: np.random.Generator):
+        super().__init__()
+        if channels % k:
+            raise ValueError(f"{channels} channels cannot be split into {k} equal sub-features")
+        cg = channels // k
+        if cg < 2:
+            raise ValueError(f"{channels} channels into {k} sub-features leaves fewer than 2 channels each")
+        hidden = max(8, int(round(cg * hidden_ratio)))
+        self.register_buffer("pos", positional_encoding(pos_dim, h, w)[None] if pos_dim else torch.zeros(1, 0, h, w),
+                             persistent=False)
+        self.blocks = nn.ModuleList(GroupedCoupling(k, cg, hidden, clamp, pos_dim, rng) for _ in range(depth))
+
+    def forward(self, x):
+        logdet = x.new_zeros(x.shape[0])
+        for block in self.blocks:
+            x, ld = block(x, self.pos)
+            logdet = logdet + ld
+        return x, logdet
+
+    def reverse(self, z):
+        for block in reversed(self.blocks):
+            z = block.reverse(z, self.pos)
+        return z
+
+
+class FusionCoupling(nn.Module):
+    """Hierarchical perception: one affine coupling over all scales, conditioned on all of them.
+
+    Each scale's channels are split into a conditioning half (every other channel of each
+    sub-feature, `parity` picks which) and a transformed half. The conditioning halves of all
+    scales are average-pooled to the coarsest grid, concatenated and fused (Conv3x3 -> LN -> ReLU
+    -> Conv3x3 -> ReLU), split back per scale, upsampled, added to that scale's own half, and a
+    per-scale Conv3x3 head gives the soft-clamped log-scale and shift of the other half.
+    """
+
+    def __init__(self, channels: tuple[int, ...], shapes: list[tuple[int, int]], clamp: float, hidden_ratio: float,
+                 parity: int):
+        super().__init__()
+        self.clamp, self.shapes = clamp, shapes
+        self.coarse = min(shapes, key=lambda s: s[0] * s[1])
+        idx_a = [torch.arange(parity, c, 2) for c in channels]
+        idx_b = [torch.arange(1 - parity, c, 2) for c in channels]
+        for i, (ia, ib) in enumerate(zip(idx_a, idx_b)):
+            self.register_buffer(f"ia{i}", ia, persistent=False)
+            self.register_buffer(f"ib{i}", ib, persistent=False)
+            order = torch.argsort(torch.cat([ia, ib]))
+            self.register_buffer(f"join{i}", order, persistent=False)
+        self.ca = [len(i) for i in idx_a]
+        self.cb = [len(i) for i in idx_b]
+        total = sum(self.ca)
+        hidden = max(16, int(round(total * hidden_ratio)))
+        self.fuse1 = nn.Conv2d(total, hidden, 3, padding=1)
+        self.norm = GroupChannelNorm(1, hidden)
+        self.fuse2 = nn.Conv2d(hidden, total, 3, padding=1)
+        self.heads = nn.ModuleList(nn.Conv2d(ca, 2 * cb, 3, padding=1) for ca, cb in zip(self.ca, self.cb))
+        for head in self.heads:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def _halves(self, zs):
+        return ([z[:, getattr(self, f"ia{i}")] for i, z in enumerate(zs)],
+                [z[:, getattr(self, f"ib{i}")] for i, z in enumerate(zs)])
+
+    def _scale_shift(self, a_parts):
+        pooled = [F.adaptive_avg_pool2d(a, self.coarse) if tuple(a.shape[-2:]) != self.coarse else a for a in a_parts]
+        fused = F.relu(self.fuse2(F.relu(self.norm(self.fuse1(torch.cat(pooled, 1))))))
+        out = []
+        for a, part, head, cb in zip(a_parts, torch.split(fused, self.ca, 1), self.heads, self.cb):
+            if tuple(a.shape[-2:]) != self.coarse:
+                part = F.interpolate(part, size=tuple(a.shape[-2:]), mode="bilinear", align_corners=False)
+            st = head(a + part)
+            out.append((soft_clamp(st[:, :cb], self.clamp), st[:, cb:]))
+        return out
+
+    def _join(self, i, a, b):
+        return torch.cat([a, b], 1)[:, getattr(self, f"join{i}")]
+
+    def forward(self, zs):
+        a_parts, b_parts = self._halves(zs)
+        out, logdet = [], zs[0].new_zeros(zs[0].shape[0])
+        for i, (a, b, (s, t)) in enumerate(zip(a_parts, b_parts, self._scale_shift(a_parts))):
+            out.append(self._join(i, a, b * torch.exp(s) + t))
+            logdet = logdet + s.flatten(1).sum(1)
+        return out, logdet
+
+    def reverse(self, ys):
+        a_parts, b_parts = self._halves(ys)
+        return [self._join(i, a, (b - t) * torch.exp(-s))
+                for i, (a, b, (s, t)) in enumerate(zip(a_parts, b_parts, self._scale_shift(a_parts)))]
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
 
 
 @register("msflow", MSFlowConfig)
 class MSFlow(nn.Module):
     # module paths whose ops (and everything after them) stay in floating point under INT8
-    float_scopes = (".neck", ".flows.")
+    float_scopes = (".neck", ".flows.", ".fusion")
+
     def __init__(self, config: MSFlowConfig, weights: str | None = None, random_init: bool = False):
         super().__init__()
-        if len(config.flow_depth) != len(config.stages):
-            raise ValueError("flow_depth needs one entry per stage")
+        n_scales = len(config.stages) * len(config.image_scales)
+        if len(config.flow_depth) != n_scales:
+            raise ValueError(f"flow_depth needs one entry per flow scale ({len(config.image_scales)} image scales x "
+                             f"{len(config.stages)} stages = {n_scales}), got {len(config.flow_depth)}")
+        if config.subfeatures < 1:
+            raise ValueError("subfeatures must be >= 1")
         self.config = config
-        self.backbone = create_feature_extractor(config.backbone, tuple(config.stages), weights, random_init)
+        self.backbone = build_backbone(config.backbone, tuple(config.stages), weights, random_init)
         self.mean, self.std = normalization(config.backbone)
-        self.channels = self.backbone.spec.channels
         h, w = config.input_size
-        stride = config.pool_stride
-        self.shapes = [(-(-h // (s * stride)), -(-w // (s * stride))) for s in self.backbone.spec.strides]
-        # the neck (pooling) and the flows stay in floating point when the IR is quantized
-        self.neck = nn.AvgPool2d(3, stride, 1)
+        st = config.pool_stride
+        self.neck = nn.AvgPool2d(3, st, 1) if st > 1 else nn.Identity()
+        with torch.no_grad():  # feature sizes as the graph computes them (padding conventions differ per backbone)
+            probe = self.features(torch.zeros(1, 3, h, w))
+        chans = [f.shape[1] for f in probe]
+        shapes = [tuple(f.shape[-2:]) for f in probe]
+        self.channels = tuple(chans)
+        self.shapes = shapes
+        # the neck (pooling), the flows and the fusion stay in floating point when the IR is quantized
+        rng = np.random.default_rng(config.seed)
         self.flows = nn.ModuleList(
-            build_flow(c, fh, fw, d, config.clamp, config.hidden_ratio)
-            for c, (fh, fw), d in zip(self.channels, self.shapes, config.flow_depth)
+            ScaleFlow(c, config.subfeatures, fh, fw, d, config.clamp, config.hidden_ratio, config.pos_dim, rng)
+            for c, (fh, fw), d in zip(self.channels, shapes, config.flow_depth)
+        )
+        self.fusion = nn.ModuleList(
+            FusionCoupling(self.channels, shapes, config.clamp, config.fusion_hidden_ratio, parity=i % 2)
+            for i in range(config.fusion_depth if n_scales > 1 else 0)
         )
 
+    # -- the contract used by training/ and calibration/ ------------------------------------------
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Frozen, pooled backbone features of a normalised NCHW image batch."""
-        return [self.neck(f) for f in self.backbone(x)]
+        """Frozen, pooled backbone features of a normalised NCHW image batch, one map per flow scale."""
+        h, w = x.shape[-2:]
+        if self.config.image_norm:
+            mu = x.mean(dim=(1, 2, 3), keepdim=True)
+            sd = torch.sqrt(((x - mu) ** 2).mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
+            x = (x - mu) / sd * 0.5
+        out = []
+        for r in self.config.image_scales:
+            xr = x if r == 1.0 else F.interpolate(x, size=(int(round(h * r)), int(round(w * r))), mode="bilinear",
+                                                  align_corners=False, antialias=False)
+            out.extend(self.neck(f) for f in self.backbone(xr))
+        return out
 
     def flow(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Per-scale latents and the summed log|det J| per sample."""
-        zs, logdet = [], 0.0
+        """Per-scale latents z (B, C_s, h_s, w_s), all k sub-features, and the total log|det J| per sample."""
+        zs, logdet = [], feats[0].new_zeros(feats[0].shape[0])
         for flow, f in zip(self.flows, feats):
             z, ld = flow(f)
             zs.append(z)
             logdet = logdet + ld
+        for layer in self.fusion:
+            zs, ld = layer(zs)
+            logdet = logdet + ld
         return zs, logdet
 
+    def reverse(self, zs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Features from latents (the inverse of `flow`)."""
+        for layer in reversed(self.fusion):
+            zs = layer.reverse(zs)
+        return [flow.reverse(z) for flow, z in zip(self.flows, zs)]
+
     def loss(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Negative log-likelihood per dimension, averaged over the batch."""
+        """Negative log-likelihood per dimension, averaged over the batch (Σ_s 0.5 Σ z² − log|det J|)."""
         zs, logdet = self.flow(feats)
         dims = sum(z[0].numel() for z in zs)
         nll = sum(0.5 * (z**2).flatten(1).sum(1) for z in zs) - logdet
         return (nll / dims).mean()
 
     def anomaly_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(anomaly_map (B,1,H,W), score (B,), zsq_0 (B,1,h,w), zsq_1, ...) from a normalised image."""
-        zs, _ = self.flow(self.features(x))
-        size = x.shape[-2:]
+        """(anomaly_map (B,1,H,W), score (B,), zsq_0 (B,1,h,w), zsq_1, ...) from a normalised image.
+
+        zsq_s = Σ_c z_c² over all C_s channels of scale s; map = Σ_s upsample(0.5 · zsq_s / C_s)
+        (the negative log-likelihood per channel, raw); score = mean of its top `top_fraction`.
+        """
+        return self.outputs_from_features(self.features(x), x.shape[-2:])
+
+    def outputs_from_features(self, feats: list[torch.Tensor], size) -> tuple[torch.Tensor, ...]:
+        """`anomaly_outputs` from cached `features(x)` (benchmarks reuse one extraction for many flows)."""
+        zs, _ = self.flow(feats)
+        size = tuple(size)
         zsq = [(z**2).sum(1, keepdim=True) for z in zs]
         amap = sum(
             F.interpolate(0.5 * q / c, size=size, mode="bilinear", align_corners=False) for q, c in zip(zsq, self.channels)
@@ -119,3 +437,9 @@ class MSFlow(nn.Module):
         k = max(1, int(flat.shape[1] * self.config.top_fraction))
         score = flat.topk(k, dim=1).values.mean(1)
         return (amap, score, *zsq)
+
+    # -- accounting ------------------------------------------------------------------------------
+
+    def param_counts(self) -> dict[str, int]:
+        flow = sum(p.numel() for n, p in self.named_parameters() if not n.startswith("backbone."))
+        return {"backbone": sum(p.numel() for p in self.backbone.parameters()), "flow": flow}

@@ -1,0 +1,230 @@
+"""MS-Flow: invertible, exact log-det, independent sub-feature flows, the likelihood sees a pasted defect,
+checkpoints round-trip (and resume), and the whole graph exports to OpenVINO with parity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training.models import create_model, list_models, make_config
+from training.models.msflow import PRESETS
+
+# Lite0 stages 1/2 (24 @ stride 4, 40 @ stride 8), no pooling: a 16x16 input gives 4x4 and 2x2 maps (544 dims)
+TINY = {"stages": [1, 2], "input_size": [16, 16], "flow_depth": [2, 2], "subfeatures": 2, "pool_stride": 1, "pos_dim": 8}
+
+
+def perturbed(model):
+    """Every flow parameter moved off its identity initialisation, so no test passes on identity blocks."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith("backbone."):
+                p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return perturbed(create_model("msflow", make_config("msflow", TINY), random_init=True))
+
+
+def test_registered_and_presets():
+    assert "msflow" in list_models()
+    cfg = make_config("msflow", {})
+    assert cfg.input_size == (256, 256) and cfg.backbone == "tf_efficientnet_lite0" and cfg.subfeatures == 4
+    for preset in PRESETS.values():
+        make_config("msflow", preset)  # every preset is a valid config
+    assert make_config("msflow", PRESETS["paper_b5"]).backbone == "tf_efficientnet_b5"
+
+
+def test_invertible(tiny):
+    feats = [torch.randn(2, c, *hw) for c, hw in zip(tiny.channels, tiny.shapes)]
+    with torch.no_grad():
+        zs, _ = tiny.flow(feats)
+        back = tiny.reverse(zs)
+    err = max(float((a - b).abs().max()) for a, b in zip(back, feats))
+    assert err < 1e-4
+    assert max(float((z - f).abs().max()) for z, f in zip(zs, feats)) > 1e-2  # not the identity
+
+
+def test_logdet_is_exact(tiny):
+    """log|det J| of the flow equals the slogdet of the autograd Jacobian features -> latents."""
+    shapes = [(c, *hw) for c, hw in zip(tiny.channels, tiny.shapes)]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def f(flat):
+        parts = [p.reshape(1, *s) for p, s in zip(torch.split(flat, sizes), shapes)]
+        zs, _ = tiny.flow(parts)
+        return torch.cat([z.reshape(-1) for z in zs])
+
+    x = torch.randn(sum(sizes), dtype=torch.float64)
+    tiny.double()
+    try:
+        jac = torch.autograd.functional.jacobian(f, x)
+        parts = [p.reshape(1, *s) for p, s in zip(torch.split(x, sizes), shapes)]
+        _, logdet = tiny.flow(parts)
+    finally:
+        tiny.float()
+    torch.testing.assert_close(logdet[0], torch.linalg.slogdet(jac)[1], rtol=1e-6, atol=1e-6)
+
+
+def test_subfeature_flows_are_independent():
+    """Without fusion, latents of one sub-feature depend only on that sub-feature's channels."""
+    model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "fusion_depth": 0}), random_init=True))
+    c, (h, w) = model.channels[0], model.shapes[0]
+    x = torch.randn(1, c, h, w, requires_grad=True)
+    z, _ = model.flows[0](x)
+    half = c // 2
+    (grad,) = torch.autograd.grad(z[:, :half].sum(), x)
+    assert float(grad[:, half:].abs().max()) == 0.0 and float(grad[:, :half].abs().max()) > 0
+
+
+def test_outputs_contract(tiny):
+    x = torch.randn(2, 3, 16, 16)
+    zs, logdet = tiny.flow(tiny.features(x))
+    assert [tuple(z.shape[1:]) for z in zs] == [(c, *hw) for c, hw in zip(tiny.channels, tiny.shapes)]
+    assert logdet.shape == (2,)
+    amap, score, *zsq = tiny.anomaly_outputs(x)
+    assert amap.shape == (2, 1, 16, 16) and score.shape == (2,) and len(zsq) == len(tiny.channels)
+    for q, z in zip(zsq, zs):  # Σ_c z² over ALL channels of the scale (all sub-features)
+        torch.testing.assert_close(q, (z**2).sum(1, keepdim=True))
+
+
+def test_image_pyramid_and_other_timm_backbones():
+    cfg = make_config("msflow", {"backbone": "resnet18", "stages": [2], "image_scales": [1.0, 0.5],
+                                 "input_size": [64, 48], "flow_depth": [1, 1], "pos_dim": 8})
+    model = create_model("msflow", cfg, random_init=True)
+    assert model.channels == (128, 128) and model.shapes == [(4, 3), (2, 2)]
+    amap, score, *zsq = model.anomaly_outputs(torch.randn(1, 3, 64, 48))
+    assert amap.shape == (1, 1, 64, 48) and [tuple(q.shape[-2:]) for q in zsq] == [(4, 3), (2, 2)]
+
+
+def _tiles(n, size, seed, defect=False):
+    from training.synthetic import draw_defect, surface
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = surface(rng, size)
+        if defect:
+            img, _ = draw_defect(rng, img, "spot")
+        out.append(np.clip(np.round(img), 0, 255).astype(np.uint8))
+    return out
+
+
+def test_pasted_defect_lowers_likelihood():
+    """Trained on good tiles (real Lite0 features), the same tiles with a pasted defect score higher."""
+    from training.train import to_tensor
+
+    torch.manual_seed(0)
+    cfg = make_config("msflow", {"stages": [1, 2], "input_size": [64, 64], "flow_depth": [2, 2], "pos_dim": 8})
+    model = create_model("msflow", cfg)
+    good = to_tensor(_tiles(24, 64, 0), model.mean, model.std)
+    with torch.no_grad():
+        feats = model.features(good)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    for step in range(60):
+        idx = torch.randperm(24)[:8]
+        loss = model.loss([f[idx] for f in feats])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    rng = np.random.default_rng(5)
+    from training.synthetic import draw_defect
+
+    clean = _tiles(8, 64, 1)
+    pasted = []
+    for img in clean:
+        # a dark blob pasted at the centre
+        d = img.astype(np.float32).copy()
+        d[24:40, 24:40] *= 0.35
+        pasted.append(np.clip(d, 0, 255).astype(np.uint8))
+    with torch.no_grad():
+        s_clean = model.anomaly_outputs(to_tensor(clean, model.mean, model.std))[1]
+        out = model.anomaly_outputs(to_tensor(pasted, model.mean, model.std))
+    assert bool((out[1] > s_clean).all()), (s_clean, out[1])
+    amap = out[0][:, 0]
+    assert float(amap[:, 24:40, 24:40].mean()) > float(amap[:, :16, :16].mean())  # the map points at the blob
+    del rng, draw_defect
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from training.synthetic import SyntheticConfig, generate
+    from training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("msflow")
+    data = generate(root / "data", SyntheticConfig(train=14, test_good=4, test_defect=2, size=64, seed=0))
+    cfg = TrainConfig(data=str(data), out=str(root / "run"), epochs=2, batch_size=4, threads=1, progress=False,
+                      model_overrides={"stages": [1, 2], "input_size": [32, 32], "flow_depth": [1, 2], "pos_dim": 8})
+    return data, train(cfg), cfg
+
+
+def test_checkpoint_round_trip_and_resume(tiny_run):
+    import dataclasses
+
+    from training.checkpoint import load_model, load_payload
+    from training.train import TrainConfig, train
+
+    data, run, cfg = tiny_run
+    model, payload = load_model(run)
+    assert not any(k.startswith("backbone.") for k in payload["state_dict"])
+    x = torch.randn(1, 3, 32, 32)
+    again, _ = load_model(run)
+    for a, b in zip(model.anomaly_outputs(x), again.anomaly_outputs(x)):
+        torch.testing.assert_close(a, b)
+    # the saved state equals the live trained state, key by key
+    for k, v in model.state_dict().items():
+        if not k.startswith("backbone."):
+            torch.testing.assert_close(v, payload["state_dict"][k])
+    # resume continues from the last epoch instead of starting over
+    train(dataclasses.replace(cfg, epochs=3, resume=True))
+    log = (run / "train.log").read_text().splitlines()
+    assert [line.split()[1] for line in log if line.startswith("epoch")] == ["1/2", "2/2", "3/3"]
+    assert load_payload(run / "last.pt")["epoch"] == 2
+    assert json.loads((run / "config.json").read_text())["model"] == "msflow"
+
+
+def test_exports_to_openvino_with_parity(tiny_run):
+    import openvino as ov
+
+    from calibration.export import to_openvino
+    from training.checkpoint import load_model
+    from training.data import load_folder, load_image
+    from training.train import to_tensor
+
+    data, run, _ = tiny_run
+    model, _ = load_model(run)
+    compiled = ov.Core().compile_model(to_openvino(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    names = [o.get_any_name() for o in compiled.outputs]
+    assert names == ["anomaly_map", "score"] + [f"zsq{i}" for i in range(len(model.channels))]
+    img = load_image(load_folder(data).test[-1], model.config.input_size)
+    img = np.repeat(img.mean(2, keepdims=True).astype(np.uint8), 3, 2)  # grey: see the colour-order test below
+    res = compiled({0: img[None]})
+    with torch.no_grad():
+        ref = model.anomaly_outputs(to_tensor([img], model.mean, model.std))
+    for out, r in zip(compiled.outputs, ref):
+        np.testing.assert_allclose(res[out].reshape(-1), r.numpy().reshape(-1), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.xfail(strict=True, reason="calibration/export.py: the IR's embedded pre-processing feeds BGR to a model "
+                   "trained on RGB (convert_color does not take effect); remove this mark when export.py is fixed")
+def test_ir_colour_order_matches_training(tiny_run):
+    import openvino as ov
+
+    from calibration.export import to_openvino
+    from training.checkpoint import load_model
+    from training.train import to_tensor
+
+    _, run, _ = tiny_run
+    model, _ = load_model(run)
+    compiled = ov.Core().compile_model(to_openvino(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[..., 0] = 200  # pure blue in BGR
+    with torch.no_grad():
+        ref = model.anomaly_outputs(to_tensor([img], model.mean, model.std))[1]
+    np.testing.assert_allclose(compiled({0: img[None]})[compiled.outputs[1]], ref.numpy(), rtol=1e-3)
