@@ -35,6 +35,11 @@ class TrainConfig:
     weights: str | None = None
     resume: bool = False
     progress: bool = True
+    # "steps" (cool-xuan/msflow: warm-up from 0.1x, then x lr_gamma at each milestone fraction of the epochs)
+    # or "cosine" (the seed's schedule: cosine decay to 0.4x)
+    lr_schedule: str = "steps"
+    lr_milestones: tuple = (0.7, 0.9)
+    lr_gamma: float = 0.33
 
 
 def to_tensor(images: list[np.ndarray], mean, std) -> torch.Tensor:
@@ -65,6 +70,9 @@ def extract(model, samples, batch_size: int = 16, flips: bool = False, desc: str
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
     if epoch < cfg.warmup_epochs:
         return cfg.lr * (0.1 + 0.9 * epoch / max(1, cfg.warmup_epochs))
+    if cfg.lr_schedule == "steps":
+        drops = sum(epoch >= int(round(m * cfg.epochs)) for m in cfg.lr_milestones)
+        return cfg.lr * cfg.lr_gamma**drops
     progress = (epoch - cfg.warmup_epochs) / max(1, cfg.epochs - cfg.warmup_epochs)
     return cfg.lr * (0.4 + 0.6 * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -79,7 +87,9 @@ def mean_loss(model, feats: list[torch.Tensor], batch_size: int) -> float:
     return total / max(1, n)
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
+    """Train and write RUN_DIR. `feature_cache` (a dict the caller keeps) reuses extracted backbone
+    features across runs whose backbone, stages, pyramid, input size and pre-processing agree."""
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -97,8 +107,23 @@ def train(cfg: TrainConfig) -> Path:
     checkpoint.write_json(out / "config.json", {"model": cfg.model, "model_config": dataclasses.asdict(model_cfg),
                                                "train_config": dataclasses.asdict(cfg)})
     t0 = time.time()
-    train_feats = extract(model, train_set, flips=cfg.augment_flips, desc="train features", progress=cfg.progress)
-    hold_feats = extract(model, holdout, desc="held-out features", progress=cfg.progress)
+    if cfg.progress:
+        counts = model.param_counts() if hasattr(model, "param_counts") else {}
+        print(f"edge-train: {cfg.model} {model_cfg.backbone} input {tuple(model_cfg.input_size)}, "
+              f"{len(train_set)} train / {len(holdout)} held-out good images, flow params {counts.get('flow', '?')}", flush=True)
+    key = None
+    if feature_cache is not None:
+        c = model_cfg
+        key = (c.backbone, tuple(c.stages), tuple(getattr(c, "image_scales", (1.0,))), tuple(c.input_size),
+               getattr(c, "pool_stride", None), getattr(c, "image_norm", False), cfg.augment_flips, cfg.weights,
+               tuple(str(s.path) for s in train_set), tuple(str(s.path) for s in holdout))
+    if key is not None and key in feature_cache:
+        train_feats, hold_feats = feature_cache[key]
+    else:
+        train_feats = extract(model, train_set, flips=cfg.augment_flips, desc="train features", progress=cfg.progress)
+        hold_feats = extract(model, holdout, desc="held-out features", progress=cfg.progress)
+        if key is not None:
+            feature_cache[key] = (train_feats, hold_feats)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, best = 0, float("inf")
@@ -108,10 +133,17 @@ def train(cfg: TrainConfig) -> Path:
         model.load_state_dict(payload["state_dict"], strict=False)
         opt.load_state_dict(payload["optimizer"])
         start_epoch, best = payload["epoch"] + 1, payload["best_holdout_loss"]
+        resume_rng = payload.get("rng")
+    else:
+        resume_rng = None
     extra = {"train_config": dataclasses.asdict(cfg), "holdout": [str(s.path) for s in holdout],
              "train_files": [str(s.path) for s in train_set], "data_fingerprint": fingerprint(data.train)}
     n = train_feats[0].shape[0]
     gen = torch.Generator().manual_seed(cfg.seed)
+    if resume_rng is not None:
+        gen.set_state(resume_rng)
+    if cfg.lr_schedule not in ("steps", "cosine"):
+        raise DataError(f"unknown lr_schedule {cfg.lr_schedule!r}: use steps or cosine")
     with open(out / "train.log", "a") as log:
         bar = tqdm(range(start_epoch, cfg.epochs), desc="train", unit="epoch", disable=not cfg.progress)
         for epoch in bar:
@@ -138,10 +170,11 @@ def train(cfg: TrainConfig) -> Path:
             state = {**extra, "epoch": epoch, "holdout_loss": hold, "best_holdout_loss": best}
             if improved:
                 checkpoint.save(out / "checkpoint.pt", model, state)
-            checkpoint.save(last_path, model, {**state, "optimizer": opt.state_dict()})
+            checkpoint.save(last_path, model, {**state, "optimizer": opt.state_dict(), "rng": gen.get_state()})
             line = f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} holdout {hold:.4f} lr {lr_at(epoch, cfg):.2e} {rate:.0f} img/s{' *' if improved else ''}"
             log.write(line + "\n")
             log.flush()
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", holdout=f"{hold:.3f}", img_s=f"{rate:.0f}")
-    (out / "train.log").open("a").write(f"done in {time.time() - t0:.1f} s\n")
+    with open(out / "train.log", "a") as log:
+        log.write(f"done in {time.time() - t0:.1f} s\n")
     return out
