@@ -1,0 +1,55 @@
+"""The IR carries its own metadata, and the runtime checks what it is fed."""
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from edge.decision import verdict_for_score
+from edge.errors import FrameError, ModelError
+from edge.metadata import ModelInfo, read_info, update_info, write_info
+from edge.model import AnomalyModel
+
+
+def _tiny_model():
+    from openvino import opset13 as ops
+
+    p = ops.parameter([1, 4], np.float32, name="x")
+    return ov.Model([ops.relu(p)], [p], "t")
+
+
+def test_metadata_round_trips_through_a_saved_ir(tmp_path):
+    m = _tiny_model()
+    info = ModelInfo(edge_inspect_version="0.1.0", input_height=120, input_width=80, image_threshold=3.25,
+                     latent_channels=[24, 40, 112], backbone="tf_efficientnet_lite0")
+    write_info(m, info)
+    ov.save_model(m, str(tmp_path / "m.xml"))
+    back = read_info(ov.Core().read_model(str(tmp_path / "m.xml")))
+    assert back == info
+    assert back.input_size == (120, 80)
+
+
+def test_update_info_rejects_unknown_keys():
+    m = _tiny_model()
+    write_info(m, ModelInfo(edge_inspect_version="x", input_height=1, input_width=1))
+    assert update_info(m, image_threshold="7.5").image_threshold == 7.5
+    with pytest.raises(ModelError, match="unknown metadata key"):
+        update_info(m, image_treshold=1)
+
+
+def test_model_refuses_a_frame_of_the_wrong_size(int8_ir):
+    model = AnomalyModel(int8_ir)
+    h, w = model.input_size
+    with pytest.raises(FrameError, match="does not match"):
+        model.infer(np.zeros((h + 1, w, 3), np.uint8))
+    with pytest.raises(FrameError):
+        model.infer(np.zeros((h, w, 3), np.float32))
+    result = model.infer(np.zeros((h, w, 3), np.uint8))
+    assert result.anomaly_map.shape == (h, w)
+    assert [z.shape[0] for z in result.zsq] == sorted((z.shape[0] for z in result.zsq), reverse=True)
+    assert model.inference_precision == "f32"
+
+
+def test_nan_score_is_never_a_pass():
+    assert verdict_for_score(float("nan"), 1.0)[0] == "reject"
+    assert verdict_for_score(1.0, 1.0)[0] == "reject"
+    assert verdict_for_score(0.99, 1.0)[0] == "pass"
