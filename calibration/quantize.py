@@ -40,7 +40,15 @@ def quantize_backbone(ov_model, frames: list[np.ndarray], float_scopes: tuple[st
     import nncf
 
     nncf.set_log_level(logging.WARNING)
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     ignored = float_op_names(ov_model, float_scopes)
     dataset = nncf.Dataset(frames, lambda f: f[None])
-    quantized = nncf.quantize(ov_model, dataset, subset_size=len(frames), ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
+    # Min/max activation ranges keep the rare large activations that carry defects (the default
+    # quantile estimator clips them), and full bias correction keeps the ranking of parts: on
+    # the test suite's tiny model, Spearman of INT8 vs torch scores 0.948 (defaults) -> 0.990.
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    quantized = nncf.quantize(ov_model, dataset, subset_size=len(frames), fast_bias_correction=False,
+                              advanced_parameters=advanced, ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
     return quantized, ignored
