@@ -44,12 +44,22 @@ setup_host() {
 
 ensure_socat() {
     command -v socat >/dev/null && return
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        say "installing socat (real pty pairs for the serial tests)"
-        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null
-    else
-        die "socat is missing: install it (sudo apt-get install socat); the serial tests need real pty pairs"
+    say "installing socat (real pty pairs for the serial tests)"
+    apt_install socat || die "socat is missing: install it (sudo apt-get install socat); the serial tests need real pty pairs"
+}
+
+apt_install() {  # apt_install PKG...: install Debian packages when root with apt, else return 1
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+    if [ ! -f /var/lib/apt/.edge-inspect-updated ]; then
+        apt-get update -qq >/dev/null && touch /var/lib/apt/.edge-inspect-updated
     fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_avr() {  # optional: the firmware build test compiles for the ATmega328P when avr-gcc exists
+    command -v avr-gcc >/dev/null && return
+    say "installing gcc-avr (the bridge firmware's build check)"
+    apt_install gcc-avr avr-libc binutils-avr || say "avr-gcc unavailable: the firmware build test will be skipped"
 }
 
 ensure_cc() {
@@ -70,6 +80,7 @@ case "$cmd" in
         setup_host
         ensure_socat
         ensure_cc
+        ensure_avr
         "$VENV/bin/python" -m pytest "$@" ;;
     ""|-h|--help|help)
         sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
