@@ -113,7 +113,7 @@ def row(dataset, variant, model_cfg, epochs, result, t_train, t_eval, env, note=
     }
 
 
-def run_ablations(data: Path, runs: Path, threads: int, epochs: int, parts: list[str], env: dict) -> list[dict]:
+def run_ablations(data: Path, runs: Path, threads: int, epochs: int, parts: list[str], env: dict, save=None) -> list[dict]:
     """Flows trained on cached features, scored on cached test features."""
     import numpy as np
     import torch
@@ -132,7 +132,10 @@ def run_ablations(data: Path, runs: Path, threads: int, epochs: int, parts: list
     if "backbone" in parts:
         variants += [(f"backbone={b}", {**base, "backbone": f"tf_efficientnet_{b}"}) for b in ("lite0", "lite1", "lite2")]
     if "size" in parts:
-        variants += [(f"input={s}", {**base, "input_size": [s, s]}) for s in (192, 256, 320)]
+        h, w = base.get("input_size", (256, 256))
+        for f in (0.75, 1.0, 1.25):  # the set's own aspect ratio, scaled
+            size = [int(round(h * f / 16)) * 16, int(round(w * f / 16)) * 16]
+            variants.append((f"input={size[0]}x{size[1]}", {**base, "input_size": size}))
     folder = load_folder(data, require_test=True)
     train_cache: dict = {}
     test_cache: dict = {}
@@ -165,6 +168,8 @@ def run_ablations(data: Path, runs: Path, threads: int, epochs: int, parts: list
         rows.append(row(data.name, name, dataclasses.asdict(mc), epochs, result, t_train, t_eval, env,
                         note="ablation: cached features, same training loop"))
         print(json.dumps({k: rows[-1][k] for k in ("dataset", "variant", "image_auroc", "pixel_auroc", "aupro")}), flush=True)
+        if save is not None:  # results land row by row: an interrupted run keeps what it measured
+            save([rows[-1]])
         if len(train_cache) > 1:  # keep memory bounded: only the newest extraction
             for old in list(train_cache)[:-1]:
                 del train_cache[old]
@@ -256,7 +261,7 @@ def main(argv=None) -> int:
     if abl:
         target = [d for d in mvtec_sets(Path(a.datasets)) if d.name == a.ablation_set]
         for d in target:
-            save(run_ablations(d, runs, a.threads, a.ablation_epochs, abl, env))
+            run_ablations(d, runs, a.threads, a.ablation_epochs, abl, env, save=save)
     print(RESULTS / "accuracy.md")
     return 0
 
