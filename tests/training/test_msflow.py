@@ -126,7 +126,7 @@ def test_pasted_defect_lowers_likelihood():
     with torch.no_grad():
         feats = model.features(good)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-    for step in range(60):
+    for step in range(40):
         idx = torch.randperm(24)[:8]
         loss = model.loss([f[idx] for f in feats])
         opt.zero_grad()
