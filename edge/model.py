@@ -45,24 +45,40 @@ def read_ir(path: str | Path):
     weights = path.with_suffix(".bin")
     if not weights.is_file():
         raise ModelError(f"model weights {weights} not found: copy the .bin next to the .xml")
+    if not _looks_like_ir(path):
+        raise ModelError(f"model {path} is corrupt or not an OpenVINO IR (no <net> root): re-export it with edge-calibrate")
     try:
-        return ov.Core().read_model(str(path))
+        return ov.Core().read_model(str(path), str(weights))
     except Exception as err:  # OpenVINO raises RuntimeError with multi-line text
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"model {path} is corrupt or not an IR ({first[:160]}): re-export it with edge-calibrate") from None
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
+        reason = lines[-1][:160] if lines else type(err).__name__
+        raise ModelError(f"model {path} is corrupt or truncated ({reason}): re-export it with edge-calibrate") from None
+
+
+def _looks_like_ir(path: Path) -> bool:
+    """Check the XML root before OpenVINO tries every frontend on it (they print to stderr)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        for _, elem in ET.iterparse(str(path), events=("start",)):
+            return elem.tag == "net"
+    except ET.ParseError:
+        return False
+    return False
 
 
 class AnomalyModel:
     """A compiled edge-inspect IR."""
 
-    def __init__(self, path: str | Path, threads: int = 0, precision: str = "f32", device: str = "CPU"):
+    def __init__(self, path: str | Path, threads: int = 0, precision: str = "f32", device: str = "CPU",
+                 hint: str = "LATENCY"):
         import openvino as ov
 
         self.path = Path(path)
         model = read_ir(self.path)
         self.info: ModelInfo = read_info(model, str(self.path))
         self.model_hash = file_sha256(self.path.with_suffix(".bin"))
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        config = {"PERFORMANCE_HINT": hint}
         if precision:
             # Flow outputs need f32: OpenVINO's default BF16 on these CPUs distorts the map.
             config["INFERENCE_PRECISION_HINT"] = precision
@@ -80,7 +96,8 @@ class AnomalyModel:
         self._zsq_names = sorted((n for n in names if n.startswith("zsq")), key=lambda n: int(n[3:]))
         shape = list(self.compiled.input(0).get_partial_shape().to_shape())
         self.input_shape = tuple(shape)  # (1, H, W, 3)
-        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -98,6 +115,35 @@ class AnomalyModel:
         self.check_frame(frame)
         self.request.infer({0: frame[None]})
         return self._collect(self.request)
+
+    def optimal_requests(self) -> int:
+        """OpenVINO's optimal number of parallel infer requests for this compiled model."""
+        try:
+            return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        except Exception:
+            return max(1, default_threads())
+
+    def async_queue(self, jobs: int, callback):
+        """An `AsyncInferQueue` of `jobs` requests; `callback(inference_or_exception, userdata)`
+        runs on OpenVINO's thread with the outputs already copied out of the request."""
+        import openvino as ov
+
+        queue = ov.AsyncInferQueue(self.compiled, jobs)
+
+        def done(request, userdata):
+            try:
+                result = self._collect(request)
+            except Exception as err:  # a failed request: the part is rejected fail-safe
+                result = err
+            callback(result, userdata)
+
+        queue.set_callback(done)
+        return queue
+
+    def reload_info(self) -> ModelInfo:
+        """Re-read the IR's metadata from disk (thresholds changed on site); the weights stay."""
+        self.info = read_info(read_ir(self.path), str(self.path))
+        return self.info
 
     def _collect(self, request) -> Inference:
         get = request.get_tensor
