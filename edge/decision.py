@@ -1,11 +1,24 @@
-"""Turn one inference into a verdict. A part that could not be inspected is rejected."""
+"""Turn one inference into a verdict. A part that could not be inspected is rejected.
+
+Two rules, chosen by the config key ``decision``:
+
+* ``score``: reject when the image score is at or above the IR's calibrated image threshold;
+* ``nfa``: segment the part with the tree NFA on the per-scale Σ_c z² maps
+  (`edge.nfa.tree_nfa`) and reject when any region has log10 NFA < ε;
+* ``both`` (default): reject when either fires. The record's ``rule`` says which fired
+  (``score``, ``nfa``, ``score+nfa``, ``failsafe``, or ``none`` for a pass).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 REJECT = "reject"
 PASS = "pass"
+RULES = ("nfa", "score", "both")
 
 
 @dataclass
@@ -20,16 +33,28 @@ class Decision:
     threshold: float
     latency_ms: float
     model_hash: str
+    rule: str = "none"
+    log10_nfa: float | None = None
+    nfa_epsilon: float | None = None
+    regions: list = field(default_factory=list)
 
     @property
     def reject(self) -> bool:
         return self.verdict == REJECT
 
+    @property
+    def failsafe(self) -> bool:
+        return self.rule == "failsafe"
+
     def record(self) -> dict:
         out = asdict(self)
         out["latency_ms"] = round(self.latency_ms, 3)
+        out["captured_at"] = round(self.captured_at, 6)
+        out["decided_at"] = round(self.decided_at, 6)
         if self.score is not None:
-            out["score"] = round(self.score, 6)
+            out["score"] = round(self.score, 6) if math.isfinite(self.score) else str(self.score)
+        if self.log10_nfa is not None:
+            out["log10_nfa"] = round(self.log10_nfa, 3) if math.isfinite(self.log10_nfa) else str(self.log10_nfa)
         return out
 
 
@@ -40,3 +65,70 @@ def verdict_for_score(score: float, threshold: float) -> tuple[str, str]:
     if score >= threshold:
         return REJECT, "score >= image_threshold"
     return PASS, "score < image_threshold"
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    reason: str
+    rule: str
+    log10_nfa: float | None = None
+    regions: list = field(default_factory=list)
+
+
+def failsafe(reason: str) -> Verdict:
+    return Verdict(REJECT, f"failsafe: {reason}", "failsafe")
+
+
+def decide(score: float, zsq, *, rule: str, threshold: float, epsilon: float, channels, size: tuple[int, int],
+           top: int = 3) -> Verdict:
+    """Apply the configured rule(s). Anything that cannot be evaluated is a fail-safe reject."""
+    from .nfa import tree_nfa
+
+    if score != score:
+        return failsafe("score is NaN")
+    fired = []
+    reasons = []
+    log10_nfa = None
+    regions: list = []
+    if rule in ("score", "both"):
+        if score >= threshold:
+            fired.append("score")
+            reasons.append(f"score {score:.4g} >= image_threshold {threshold:.4g}")
+    if rule in ("nfa", "both"):
+        try:
+            result = tree_nfa(zsq, channels, size, epsilon)
+        except ValueError as err:  # NaN in the latents, scale/channel mismatch
+            return failsafe(f"NFA cannot be computed ({err})")
+        log10_nfa = result.min_log10_nfa
+        if not math.isfinite(log10_nfa) and log10_nfa > 0:
+            return failsafe("NFA map is empty")
+        regions = [{"area": int(r.area), "bbox": [int(v) for v in r.bbox], "log10_nfa": round(float(r.log10_nfa), 3)}
+                   for r in result.regions[:top]]
+        if result.regions:
+            fired.append("nfa")
+            reasons.append(f"{len(result.regions)} region(s) with log10 NFA < {epsilon:g} (worst {log10_nfa:.4g})")
+    if fired:
+        return Verdict(REJECT, "; ".join(reasons), "+".join(fired), log10_nfa, regions)
+    ok = []
+    if rule in ("score", "both"):
+        ok.append(f"score {score:.4g} < image_threshold {threshold:.4g}")
+    if rule in ("nfa", "both"):
+        ok.append(f"no region with log10 NFA < {epsilon:g} (min {log10_nfa:.4g})")
+    return Verdict(PASS, "; ".join(ok), "none", log10_nfa, regions)
+
+
+def check_nfa_ready(rule: str, channels, n_scales: int) -> str | None:
+    """Why the NFA rule cannot run on this IR, or None."""
+    if rule not in ("nfa", "both"):
+        return None
+    if not channels:
+        return "the IR has no latent_channels metadata, which the NFA rule needs: re-export it with edge-calibrate or set decision = \"score\""
+    if len(channels) != n_scales:
+        return (f"the IR lists {len(channels)} latent_channels but outputs {n_scales} zsq maps: re-export it with "
+                "edge-calibrate or set decision = \"score\"")
+    return None
+
+
+__all__ = ["Decision", "Verdict", "REJECT", "PASS", "RULES", "decide", "failsafe", "verdict_for_score", "check_nfa_ready",
+           "np"]
