@@ -218,3 +218,20 @@ def test_sighup_reload_takes_new_thresholds_unless_overridden():
     model.info.image_threshold = 0.1
     p2.reload()
     assert p2.threshold == 0.3
+
+
+def test_nfa_at_latent_size_gives_the_regions_of_the_input_size_map():
+    from edge.decision import decide
+    from edge.nfa import tree_nfa
+
+    rng = np.random.default_rng(1)
+    z = [rng.chisquare(24, (32, 32)), rng.chisquare(40, (16, 16)), rng.chisquare(112, (8, 8))]
+    z[0][5:10, 7:12] += 300.0
+    z[1][10:13, 2:4] += 5000.0
+    full = tree_nfa(z, [24, 40, 112], (256, 256), 0.0)
+    v = decide(0.0, z, rule="nfa", threshold=1.0, epsilon=0.0, channels=[24, 40, 112], size=(256, 256), top=10)
+    assert v.verdict == "reject" and len(v.regions) == len(full.regions) >= 2
+    assert v.log10_nfa == pytest.approx(full.min_log10_nfa, rel=1e-6)
+    for got, ref in zip(v.regions, full.regions):
+        assert got["area"] == ref.area and tuple(got["bbox"]) == ref.bbox
+        assert got["log10_nfa"] == pytest.approx(ref.log10_nfa, abs=1e-3)
