@@ -15,12 +15,33 @@ INPUT_NAME = "image"
 
 
 class ExportGraph(nn.Module):
+    """BGR normalised NCHW in (the PrePostProcessor feeds it), the model's outputs out."""
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor):
         return self.model.anomaly_outputs(x)
+
+
+def bgr_input_copy(model: nn.Module) -> nn.Module:
+    """A copy of the model that takes BGR: the stem convolution's input channels are reversed.
+
+    conv(W, rgb) == conv(W[:, ::-1], bgr), so the swap costs nothing at run time. A channel
+    swap in front of the graph (PrePostProcessor's convert_color(RGB), or a gather in torch) was
+    folded away by OpenVINO's optimiser ahead of the backbone's padded stem convolution: the IR
+    then saw BGR and its scores moved by up to 15 % (measured on colour tiles).
+    """
+    import copy
+
+    clone = copy.deepcopy(model)
+    stem = next((m for m in clone.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3), None)
+    if stem is None:
+        raise ValueError("no 3-channel input convolution found to take BGR input")
+    with torch.no_grad():
+        stem.weight.copy_(stem.weight.flip(1))
+    return clone
 
 
 def output_names(n_scales: int) -> list[str]:
@@ -30,19 +51,21 @@ def output_names(n_scales: int) -> list[str]:
 def to_openvino(model: nn.Module):
     """torch model -> ov.Model with embedded pre-processing and named outputs."""
     import openvino as ov
-    from openvino.preprocess import ColorFormat, PrePostProcessor
+    from openvino.preprocess import PrePostProcessor
 
     h, w = model.config.input_size
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        ov_model = ov.convert_model(ExportGraph(model.eval()), example_input=torch.zeros(1, 3, h, w), input=[(1, 3, h, w)])
+        ov_model = ov.convert_model(ExportGraph(bgr_input_copy(model).eval()), example_input=torch.zeros(1, 3, h, w),
+                                    input=[(1, 3, h, w)])
     for out, name in zip(ov_model.outputs, output_names(len(model.channels))):
         out.get_tensor().set_names({name})
     ppp = PrePostProcessor(ov_model)
-    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
     ppp.input().model().set_layout(ov.Layout("NCHW"))
-    ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB).mean(
-        [255.0 * m for m in model.mean]).scale([255.0 * s for s in model.std])
+    # mean/scale in the tensor's BGR order; ExportGraph swaps to RGB
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(
+        [255.0 * m for m in reversed(model.mean)]).scale([255.0 * s for s in reversed(model.std)])
     ov_model = ppp.build()
     ov_model.input(0).get_tensor().set_names({INPUT_NAME})
     return ov_model
@@ -65,6 +88,21 @@ def float_op_names(ov_model, markers: tuple[str, ...]) -> list[str]:
         if any(src.get_node().get_friendly_name() in downstream for src in op.input_values()):
             downstream.add(op.get_friendly_name())
     return sorted(name for name in downstream if not name.startswith("self."))
+
+
+CONV_TYPES = ("Convolution", "GroupConvolution")
+
+
+def subnet_conv_names(ov_model, float_names: list[str], markers: tuple[str, ...]) -> set[str]:
+    """The convolutions of coupling subnets inside the float region (candidates for INT8).
+
+    The numerically sensitive parts of a coupling (soft clamp, exp, log-det, z²) are not
+    convolutions, so they stay in float; only the subnet convolutions that predict s and t
+    are handed to the quantizer."""
+    names = set(float_names)
+    return {op.get_friendly_name() for op in ov_model.get_ordered_ops()
+            if op.get_type_name() in CONV_TYPES and op.get_friendly_name() in names
+            and any(m in op.get_friendly_name() for m in markers)}
 
 
 def save_ir(ov_model, path, compress_to_fp16: bool = False) -> None:
