@@ -123,7 +123,7 @@ def run_edge(model: Path, video: Path, out_dir: Path) -> tuple[list[dict], list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calibration.cli import calibrate
+    from calibration.calibrate import CalibrationConfig, calibrate
     from calibration.evaluate import evaluate
     from training.data import load_folder
     from training.synthetic import SyntheticConfig, generate
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.time() - t0
     _step("3/6 exporting to OpenVINO and quantizing the backbone to INT8 (NNCF)")
     t0 = time.time()
-    cal = calibrate(str(run_dir), str(data_dir), str(out / "tile.xml"), precision="int8")
+    cal = calibrate(CalibrationConfig(str(run_dir), str(data_dir), str(out / "tile.xml"), precision="int8"))
     calib_s = time.time() - t0
     _step("4/6 evaluating the INT8 IR on the synthetic test set")
     ev = evaluate(str(out / "tile.xml"), str(data_dir))
@@ -176,11 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         "plc_corrupt_lines": plc_counts.get("corrupt"),
         "image_auroc_int8": round(ev["image_auroc"], 4),
         "pixel_auroc_int8": round(ev["pixel_auroc"], 4) if ev["pixel_auroc"] is not None else None,
-        "image_threshold": round(cal["image_threshold"]["threshold"], 4),
-        "frr_upper_bound_95": round(cal["image_threshold"]["frr_upper_bound"], 4),
+        "image_threshold": round(cal["thresholds"]["image"]["threshold"], 4),
+        "frr_upper_bound_95": round(cal["thresholds"]["image"]["frr_upper_bound"], 4),
+        "decision_rule": cal["nfa"]["decision_rule"],
+        "quantized": cal["quantization"]["chosen"],
         "latency_p50_ms": round(lat[len(lat) // 2], 2) if lat else None,
         "latency_p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2) if lat else None,
-        "inference_precision": cal["inference_precision"],
+        "inference_precision": "f32 (INT8 where quantized)",
         "train_seconds": round(train_s, 1),
         "calibrate_seconds": round(calib_s, 1),
         "total_seconds": round(time.time() - t_start, 1),

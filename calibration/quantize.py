@@ -1,17 +1,28 @@
-"""Post-training INT8 quantization with NNCF: the backbone in INT8, the flow math in floating point.
+"""Post-training INT8 quantization with NNCF, with the flow's sensitive math kept in floating point.
 
 A plain `nncf.quantize` of backbone + flow collapses the anomaly map: the flow's outputs span
-orders of magnitude and a FakeQuantize on z² has a step larger than normal values. So every op
-from the neck (the pooling between backbone and flow) on is kept out of quantization (an ignored
-scope built from the graph). Calibration images are good images plus the same images with synthetic defects drawn in:
-good images alone clip the unusual activations that carry defects.
+orders of magnitude and a FakeQuantize on z² has a step larger than normal values; a per-tensor
+quantizer on the backbone's feature maps crushes low-range channels that the flow then
+standardises into huge latents. So the model's float scopes (neck, flows, fusion) and everything
+after them stay out of quantization, through an ignored scope built from the graph. Two splits
+are offered, fastest first:
+
+* ``backbone+subnets``: also the convolutions of the coupling subnets (they predict s and t; the
+  soft clamp, exp, log-det and z² stay float);
+* ``backbone``: the backbone only.
+
+Calibration images are good images plus the same images with synthetic defects drawn in: good
+images alone clip the unusual activations that carry defects.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .export import float_op_names
+from .export import float_op_names, subnet_conv_names
+
+SPLITS = ("backbone+subnets", "backbone")
+SUBNET_MARKERS = (".conv1", ".conv2", ".cond", ".fuse1", ".fuse2", ".heads.", ".subnet")
 
 
 def calibration_frames(good: list[np.ndarray], target: int = 300, defect_fraction: float = 0.25, seed: int = 0) -> tuple[list[np.ndarray], int]:
@@ -33,22 +44,51 @@ def calibration_frames(good: list[np.ndarray], target: int = 300, defect_fractio
     return frames, n_def
 
 
-def quantize_backbone(ov_model, frames: list[np.ndarray], float_scopes: tuple[str, ...]):
-    """INT8 backbone, floating-point neck and flow; returns (model, names of ops kept in float)."""
+def ignored_names(ov_model, float_scopes: tuple[str, ...], split: str) -> tuple[list[str], int]:
+    """Ops to keep in float for a split, and how many subnet convolutions were let into INT8."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    names = float_op_names(ov_model, float_scopes)
+    if split == "backbone":
+        return names, 0
+    convs = subnet_conv_names(ov_model, names, SUBNET_MARKERS)
+    return [n for n in names if n not in convs], len(convs)
+
+
+def _advanced():
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    # Min/max activation ranges keep the rare large activations that carry defects (the default
+    # quantile estimator clips them), and full bias correction keeps the ranking of parts: on
+    # the test suite's tiny model, Spearman of INT8 vs torch scores 0.948 (defaults) -> 0.990.
+    return AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+
+
+def quantize(ov_model, frames: list[np.ndarray], ignored: list[str]):
+    """nncf.quantize with the given ops kept in float."""
     import logging
 
     import nncf
 
     nncf.set_log_level(logging.WARNING)
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+    return nncf.quantize(ov_model, nncf.Dataset(frames, lambda f: f[None]), subset_size=len(frames),
+                         fast_bias_correction=False, advanced_parameters=_advanced(),
+                         ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
 
-    ignored = float_op_names(ov_model, float_scopes)
-    dataset = nncf.Dataset(frames, lambda f: f[None])
-    # Min/max activation ranges keep the rare large activations that carry defects (the default
-    # quantile estimator clips them), and full bias correction keeps the ranking of parts: on
-    # the test suite's tiny model, Spearman of INT8 vs torch scores 0.948 (defaults) -> 0.990.
-    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
-    quantized = nncf.quantize(ov_model, dataset, subset_size=len(frames), fast_bias_correction=False,
-                              advanced_parameters=advanced, ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
-    return quantized, ignored
+
+def quantize_with_accuracy_control(ov_model, frames: list[np.ndarray], ignored: list[str], val_frames: list[np.ndarray],
+                                   metric, max_drop: float):
+    """nncf.quantize_with_accuracy_control: reverts the quantizers that cost the most of `metric`
+    (a function of the compiled model and the validation frames, higher is better) until the
+    drop against the float model is at most max_drop."""
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)
+    return nncf.quantize_with_accuracy_control(
+        ov_model, nncf.Dataset(frames, lambda f: f[None]), nncf.Dataset(val_frames, lambda f: f[None]),
+        validation_fn=metric, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(frames),
+        fast_bias_correction=False, advanced_quantization_parameters=_advanced(),
+        ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))

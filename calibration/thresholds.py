@@ -44,3 +44,10 @@ def threshold_at_frr(good_scores, target_frr: float, confidence: float = 0.95) -
     threshold = float(np.nextafter(scores[k], np.inf))  # just above the (k+1)-th largest good score
     rejected = int((scores >= threshold).sum())
     return ImageThreshold(threshold, target_frr, n, rejected, clopper_pearson_upper(rejected, n, confidence), confidence)
+
+
+def pixel_threshold_fair(good_maps: list[np.ndarray]) -> float:
+    """The "fair" pixel threshold: about one false-positive pixel per good image (FPR = 1/(H·W))."""
+    pixels = np.concatenate([m.reshape(-1) for m in good_maps])
+    per_image = good_maps[0].size
+    return float(np.quantile(pixels, 1.0 - 1.0 / per_image))

@@ -31,17 +31,17 @@ def trained_run(tmp_path_factory, synthetic_data) -> Path:
 
 @pytest.fixture(scope="session")
 def int8_ir(tmp_path_factory, trained_run, synthetic_data) -> Path:
-    from calibration.cli import calibrate
+    from calibration.calibrate import CalibrationConfig, calibrate
 
     out = tmp_path_factory.mktemp("ir8") / "tile.xml"
-    calibrate(str(trained_run), str(synthetic_data), str(out), precision="int8", progress=False)
+    calibrate(CalibrationConfig(str(trained_run), str(synthetic_data), str(out), precision="int8", progress=False))
     return out
 
 
 @pytest.fixture(scope="session")
 def fp32_ir(tmp_path_factory, trained_run, synthetic_data) -> Path:
-    from calibration.cli import calibrate
+    from calibration.calibrate import CalibrationConfig, calibrate
 
     out = tmp_path_factory.mktemp("ir32") / "tile.xml"
-    calibrate(str(trained_run), str(synthetic_data), str(out), precision="fp32", progress=False)
+    calibrate(CalibrationConfig(str(trained_run), str(synthetic_data), str(out), precision="fp32", progress=False))
     return out

@@ -73,9 +73,14 @@ def test_threshold_rewritten_on_site_takes_effect_without_reexport(int8_ir, synt
     assert all(json.loads(line)["verdict"] == "pass" for line in run.stdout.splitlines())
 
 
-def test_calibration_report_states_threshold_and_bound(int8_ir):
+def test_calibration_report_states_threshold_bound_and_what_stayed_float(int8_ir):
     report = json.loads(int8_ir.with_suffix(".report.json").read_text())
-    thr = report["image_threshold"]
+    thr = report["thresholds"]["image"]
     assert thr["n_good"] >= 4 and 0 < thr["frr_upper_bound"] <= 1
-    assert report["precision"] == "int8" and report["kept_in_floating_point"] > 0
-    assert AnomalyModel(int8_ir).info.image_threshold == thr["threshold"]
+    assert report["precision"] == "int8"
+    chosen = [c for c in report["quantization"]["candidates"] if c["accepted"]]
+    assert chosen and chosen[0]["kept_in_float_ops"] > 0 and report["quantization"]["chosen"] == chosen[0]["split"]
+    info = AnomalyModel(int8_ir).info
+    assert info.image_threshold == thr["threshold"] and info.quantized_scope == chosen[0]["split"]
+    assert len(info.latent_null_scale) == len(info.latent_channels) and min(info.latent_null_scale) >= 1.0
+    assert int8_ir.with_suffix(".report.html").read_text().count("<table") >= 3

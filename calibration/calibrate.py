@@ -1,0 +1,249 @@
+"""The calibration workflow: export, quantize, validate against float, set thresholds, write the IR.
+
+Every figure in the report is measured here, on the images named in it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import EdgeError
+
+log = logging.getLogger("edge-calibrate")
+
+LATENT_DRIFT_WARN = 0.10  # relative change of mean Σz²/C between float and INT8 that gets a warning
+
+
+@dataclass
+class CalibrationConfig:
+    checkpoint: str
+    data: str
+    out: str
+    precision: str = "int8"  # int8 | fp16 | fp32
+    target_frr: float = 0.005
+    max_drop: float = 0.005  # largest image-AUROC drop INT8 may cost against float
+    nfa_epsilon: float = 0.0
+    min_good: int = 20
+    n_synthetic: int = 60  # synthetic anomalies made from good images when no labelled defects exist
+    calibration_images: int = 300
+    allow_mixed_sizes: bool = False
+    seed: int = 0
+    progress: bool = True
+
+
+def _size_summary(paths: list[Path]) -> dict[tuple[int, int], int]:
+    import cv2
+
+    sizes: dict[tuple[int, int], int] = {}
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is not None:
+            sizes[(img.shape[1], img.shape[0])] = sizes.get((img.shape[1], img.shape[0]), 0) + 1
+    return sizes
+
+
+def _latency_ms(compiled, frame: np.ndarray, runs: int = 30) -> float:
+    request = compiled.create_infer_request()
+    for _ in range(3):
+        request.infer({0: frame[None]})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        request.infer({0: frame[None]})
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def _compile(ov_model, threads: int = 1):
+    import openvino as ov
+
+    return ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                                                      "INFERENCE_NUM_THREADS": threads})
+
+
+def calibrate(cfg: CalibrationConfig) -> dict:
+    from tqdm import tqdm
+
+    import edge
+    from edge.metadata import ModelInfo, write_info
+    from training.checkpoint import load_model
+    from training.data import DataError, Sample, fingerprint, load_folder, load_image, load_mask
+
+    from . import quantize as q
+    from .anomalies import make_anomalies
+    from .export import save_ir, to_openvino
+    from .thresholds import pixel_threshold_fair, threshold_at_frr
+    from .validate import ValidationSet, accuracy, nfa_flags, null_scale, parity, run_compiled, run_torch
+
+    if cfg.precision not in ("int8", "fp16", "fp32"):
+        raise EdgeError(f"unknown precision {cfg.precision!r}: use int8, fp16 or fp32")
+    model, payload = load_model(cfg.checkpoint)
+    folder = load_folder(cfg.data)
+    holdout = [Sample(Path(p), 0) for p in payload.get("holdout", [])]
+    train_files = [Sample(Path(p), 0) for p in payload.get("train_files", [])] or folder.train
+    if not holdout:
+        raise DataError("the checkpoint names no held-out good images: retrain with edge-train --holdout 0.15")
+    missing = [s.path for s in holdout + train_files if not s.path.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} good images named in the checkpoint are missing (e.g. {missing[0]}): pass the data folder it was trained on")
+    n_good = len(holdout) + len(train_files)
+    if n_good < cfg.min_good:
+        raise DataError(f"only {n_good} good images: calibration needs at least {cfg.min_good} (more give tighter thresholds)")
+    sizes = _size_summary([s.path for s in train_files + holdout + folder.test])
+    if len(sizes) > 1 and not cfg.allow_mixed_sizes:
+        eg = ", ".join(f"{w}x{h}" for (w, h) in list(sizes)[:2])
+        raise DataError(f"images come in {len(sizes)} different sizes (e.g. {eg}); each is resized to the model input "
+                        f"{model.config.input_size[1]}x{model.config.input_size[0]}: pass --allow-mixed-sizes if that is intended")
+    size = model.config.input_size
+    channels = list(model.channels)
+    report: dict = {"checkpoint": payload["path"], "model_kind": payload["kind"], "backbone": model.config.backbone,
+                    "input_size": list(size), "precision": cfg.precision, "config": asdict(cfg), "warnings": [], "skipped": []}
+    bar = tqdm(total=7, desc="calibrate", unit="step", disable=not cfg.progress)
+
+    # 1. validation set: real labelled defects take precedence; else synthetic ones from good images
+    hold_frames = [load_image(s, size) for s in holdout]
+    labelled = [s for s in folder.test if s.label] if folder.has_labels else []
+    if labelled:
+        test = folder.test
+        vset = ValidationSet([load_image(s, size) for s in test], np.array([s.label for s in test]),
+                             [load_mask(s, size) for s in test], "labelled defects", [s.defect for s in test])
+    else:
+        report["skipped"].append("miss rate and AUROC on labelled defects: the data folder has none (test/<type>/); "
+                                 "validated on synthetic anomalies made from held-out good images instead")
+        synth = make_anomalies(hold_frames, cfg.n_synthetic, cfg.seed)
+        vset = ValidationSet(hold_frames + [a[0] for a in synth], np.array([0] * len(hold_frames) + [1] * len(synth)),
+                             [np.zeros(size, bool)] * len(hold_frames) + [a[1] for a in synth],
+                             "synthetic anomalies from good images", ["good"] * len(hold_frames) + [a[2] for a in synth])
+    report["validation"] = {"source": vset.source, "n_good": int((vset.labels == 0).sum()), "n_defective": int(vset.labels.sum())}
+    bar.update(1)
+
+    # 2. float export and its reference figures
+    float_model = to_openvino(model)
+    float_compiled = _compile(float_model)
+    ref_val = run_compiled(float_compiled, vset.frames, channels)
+    ref_hold = run_compiled(float_compiled, hold_frames, channels)
+    golden = hold_frames[:4] + [f for f, lab in zip(vset.frames, vset.labels) if lab][:4]
+    torch_golden = run_torch(model, golden)
+    report["float"] = {**accuracy(ref_val, vset), "latent_scale_holdout": float(ref_hold.latent_scale.mean()),
+                       "latency_ms_1thread": _latency_ms(float_compiled, golden[0])}
+    bar.update(1)
+
+    # 3. quantize: fastest split that keeps accuracy, else accuracy control
+    final_model, chosen = float_model, None
+    candidates = []
+    if cfg.precision == "int8":
+        good_frames = [load_image(s, size) for s in train_files[: cfg.calibration_images]]
+        frames, n_def = q.calibration_frames(good_frames, target=cfg.calibration_images, seed=cfg.seed)
+        report["quantization"] = {"calibration_images": len(frames), "of_which_with_synthetic_defects": n_def}
+        for split in q.SPLITS:
+            ignored, n_subnet = q.ignored_names(float_model, model.float_scopes, split)
+            candidate = q.quantize(to_openvino(model), frames, ignored)
+            compiled = _compile(candidate)
+            out_val = run_compiled(compiled, vset.frames, channels)
+            acc = accuracy(out_val, vset)
+            entry = {"split": split, "kept_in_float_ops": len(ignored), "subnet_convs_in_int8": n_subnet, **acc,
+                     "image_auroc_drop": report["float"]["image_auroc"] - acc["image_auroc"],
+                     "pixel_auroc_drop": report["float"]["pixel_auroc"] - acc["pixel_auroc"],
+                     "latency_ms_1thread": _latency_ms(compiled, golden[0])}
+            entry["accepted"] = bool(entry["image_auroc_drop"] <= cfg.max_drop and entry["pixel_auroc_drop"] <= 2 * cfg.max_drop)
+            candidates.append(entry)
+            if entry["accepted"]:
+                final_model, chosen = candidate, entry
+                break
+        if chosen is None:
+            from .metrics import image_auroc
+
+            ignored, _ = q.ignored_names(float_model, model.float_scopes, "backbone")
+            val_frames, labels = vset.frames, vset.labels
+
+            def metric(compiled_model, data) -> float:
+                out = run_compiled(compiled_model, list(val_frames), channels)
+                return image_auroc(labels, out.scores)
+
+            report["warnings"].append(f"no split kept image AUROC within {cfg.max_drop}: fell back to nncf.quantize_with_accuracy_control")
+            final_model = q.quantize_with_accuracy_control(to_openvino(model), frames, ignored, val_frames, metric, cfg.max_drop)
+            chosen = {"split": "backbone, accuracy-controlled", "accepted": True}
+        report["quantization"].update(candidates=candidates, chosen=chosen["split"],
+                                      why=("the fastest split whose image AUROC drop on the validation set is at most "
+                                           f"{cfg.max_drop} and pixel AUROC drop at most {2 * cfg.max_drop}"))
+    bar.update(1)
+
+    # 4. validate what ships: parity with torch and float, latent scale, accuracy
+    final_compiled = _compile(final_model)
+    out_val = run_compiled(final_compiled, vset.frames, channels)
+    out_hold = run_compiled(final_compiled, hold_frames, channels)
+    float_golden = run_compiled(float_compiled, golden, channels)
+    final_golden = run_compiled(final_compiled, golden, channels)
+    drift = float(out_hold.latent_scale.mean() / max(ref_hold.latent_scale.mean(), 1e-12) - 1)
+    report["shipped"] = {**accuracy(out_val, vset), "latent_scale_holdout": float(out_hold.latent_scale.mean()),
+                         "latent_scale_drift_vs_float": drift, "latency_ms_1thread": _latency_ms(final_compiled, golden[0])}
+    report["parity"] = {"golden_images": len(golden), "float_ir_vs_torch": parity(torch_golden, float_golden),
+                        "shipped_ir_vs_float_ir": parity(float_golden, final_golden),
+                        "shipped_ir_vs_torch": parity(torch_golden, final_golden)}
+    if abs(drift) > LATENT_DRIFT_WARN:
+        report["warnings"].append(f"latent scale moved {drift:+.1%} from float to {cfg.precision} on held-out good images: "
+                                  "NFA assumes Σz²/C ≈ 1 under normality")
+    if abs(ref_hold.latent_scale.mean() - 1) > 0.5:
+        report["warnings"].append(f"mean Σz²/C on held-out good images is {ref_hold.latent_scale.mean():.2f}, far from 1: "
+                                  "the flow has not converged to N(0, I) on unseen good parts; NFA decisions will be off")
+    bar.update(1)
+
+    # 5. thresholds from held-out good images, as the shipped IR scores them
+    thr = threshold_at_frr(out_hold.scores, cfg.target_frr)
+    pix_thr = pixel_threshold_fair(out_hold.maps)
+    report["thresholds"] = {"image": asdict(thr), "pixel_fair": pix_thr, "nfa_epsilon": cfg.nfa_epsilon,
+                            "holdout_scores": out_hold.scores.tolist()}
+    if labelled:
+        defective = out_val.scores[vset.labels == 1]
+        good = out_val.scores[vset.labels == 0]
+        report["thresholds"]["miss_rate_on_labelled_defects"] = float((defective < thr.threshold).mean())
+        report["thresholds"]["false_reject_rate_on_test_good"] = float((good >= thr.threshold).mean())
+    bar.update(1)
+
+    # NFA: null scale from held-out good latents, then does the promise hold on those parts?
+    scale = null_scale(out_hold.zsq, channels)
+    good_flags = nfa_flags(out_hold.zsq, channels, size, cfg.nfa_epsilon, scale)
+    defect_flags = nfa_flags([z for z, lab in zip(out_val.zsq, vset.labels) if lab], channels, size, cfg.nfa_epsilon, scale)
+    allowed = int(np.floor(cfg.target_frr * len(good_flags)))
+    rule = "both" if int(good_flags.sum()) <= allowed else "score"
+    report["nfa"] = {"latent_null_scale": scale, "holdout_good_flagged": int(good_flags.sum()), "holdout_good": len(good_flags),
+                     "validation_defects_flagged": int(defect_flags.sum()), "validation_defects": len(defect_flags),
+                     "decision_rule": rule,
+                     "note": "null scale estimated on the same held-out good images it is checked on"}
+    if rule == "score":
+        report["warnings"].append(f"the NFA rule flags {int(good_flags.sum())} of {len(good_flags)} held-out good parts "
+                                  f"(allowed {allowed} at target FRR {cfg.target_frr}): the IR's decision rule is set to "
+                                  "'score'; edge-inspect --decision both overrides it")
+    bar.update(1)
+
+    # 6. metadata and files
+    info = ModelInfo(
+        edge_inspect_version=edge.__version__, model_kind=payload["kind"], backbone=model.config.backbone,
+        input_height=size[0], input_width=size[1], latent_channels=channels,
+        mean_values=" ".join(f"{255 * m:g}" for m in model.mean), scale_values=" ".join(f"{255 * s:g}" for s in model.std),
+        score_kind=f"mean of top {model.config.top_fraction:.0%} of the anomaly map (0.5·Σ_c z²/C summed over scales)",
+        image_threshold=thr.threshold, pixel_threshold=pix_thr, normalization_scale=max(thr.threshold, 1e-6),
+        nfa_epsilon=cfg.nfa_epsilon, latent_null_scale=scale, decision_rule=rule, precision=cfg.precision,
+        quantized_scope=chosen["split"] if chosen else "none", target_frr=cfg.target_frr, frr_upper_bound=thr.frr_upper_bound,
+        n_calibration_good=len(holdout), training_fingerprint=payload.get("data_fingerprint", fingerprint(folder.train)),
+        calibrated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    write_info(final_model, info)
+    out_path = Path(cfg.out)
+    save_ir(final_model, out_path, compress_to_fp16=(cfg.precision == "fp16"))
+    report["model"] = str(out_path)
+    report["ir_bytes"] = out_path.with_suffix(".bin").stat().st_size
+    out_path.with_suffix(".report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    from .calibration_report import write_html
+
+    write_html(out_path.with_suffix(".report.html"), report)
+    bar.update(1)
+    bar.close()
+    return report

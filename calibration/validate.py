@@ -1,0 +1,98 @@
+"""Check an IR against the model it came from: parity, latent scale, accuracy on (synthetic) defects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Outputs:
+    scores: np.ndarray  # (N,)
+    maps: list[np.ndarray]  # (H, W) each
+    latent_scale: np.ndarray  # (N,) mean over pixels and scales of Σ_c z² / C
+    zsq: list[list[np.ndarray]] = field(default_factory=list)  # per image, per scale Σ_c z² (h_s, w_s)
+
+
+@dataclass
+class ValidationSet:
+    """Frames (uint8 BGR at input size), labels and masks; `source` says where the defects came from."""
+
+    frames: list[np.ndarray]
+    labels: np.ndarray
+    masks: list[np.ndarray]
+    source: str  # "labelled defects" or "synthetic anomalies from good images"
+    kinds: list[str] = field(default_factory=list)
+
+
+def run_compiled(compiled, frames: list[np.ndarray], channels: list[int]) -> Outputs:
+    request = compiled.create_infer_request()
+    names = [o.get_any_name() for o in compiled.outputs]
+    zsq_names = sorted((n for n in names if n.startswith("zsq")), key=lambda n: int(n[3:]))
+    scores, maps, scale, zsq = [], [], [], []
+    for f in frames:
+        request.infer({0: f[None]})
+        scores.append(float(request.get_tensor("score").data.reshape(-1)[0]))
+        maps.append(np.array(request.get_tensor("anomaly_map").data[0, 0], dtype=np.float32))
+        zs = [np.array(request.get_tensor(n).data[0, 0], dtype=np.float32) for n in zsq_names]
+        scale.append(float(np.mean([z.mean() / c for z, c in zip(zs, channels)])))
+        zsq.append(zs)
+    return Outputs(np.asarray(scores), maps, np.asarray(scale), zsq)
+
+
+def null_scale(good_zsq: list[list[np.ndarray]], channels: list[int]) -> list[float]:
+    """Per-scale variance factor of the latent on held-out good images (H0: z ~ N(0, s·I)).
+
+    A flow's latent on good parts it never saw is often wider than N(0, I); the tree NFA then
+    fires on good parts. s = empirical 0.999 quantile of Σ_c z² / the χ²_C 0.999 quantile, never
+    below 1 (the tail the detector looks at; see docs/nfa.md)."""
+    from scipy.stats import chi2
+
+    out = []
+    for i, c in enumerate(channels):
+        z = np.concatenate([q[i].reshape(-1) for q in good_zsq]).astype(np.float64)
+        out.append(float(max(1.0, np.quantile(z, 0.999) / chi2.ppf(0.999, c))))
+    return out
+
+
+def nfa_flags(zsq: list[list[np.ndarray]], channels: list[int], size: tuple[int, int], epsilon: float,
+              scale: list[float]) -> np.ndarray:
+    """Per image: does the tree NFA find any region with log10 NFA < epsilon (after null scaling)?"""
+    from edge.nfa import tree_nfa
+
+    return np.array([bool(tree_nfa([z / s for z, s in zip(zs, scale)], channels, size, epsilon).regions) for zs in zsq])
+
+
+def run_torch(model, frames: list[np.ndarray], batch_size: int = 8) -> Outputs:
+    import torch
+
+    from training.train import to_tensor
+
+    scores, maps, scale = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(frames), batch_size):
+            amap, score, *zsq = model.anomaly_outputs(to_tensor(frames[i : i + batch_size], model.mean, model.std))
+            scores += score.numpy().tolist()
+            maps += list(amap[:, 0].numpy())
+            per = torch.stack([q.mean(dim=(1, 2, 3)) / c for q, c in zip(zsq, model.channels)], 1)
+            scale += per.mean(1).numpy().tolist()
+    return Outputs(np.asarray(scores), maps, np.asarray(scale))
+
+
+def accuracy(out: Outputs, vset: ValidationSet) -> dict:
+    from .metrics import image_auroc, pixel_auroc
+
+    return {"image_auroc": image_auroc(vset.labels, out.scores),
+            "pixel_auroc": pixel_auroc(vset.masks, out.maps) if any(m.any() for m in vset.masks) else float("nan")}
+
+
+def parity(ref: Outputs, other: Outputs) -> dict:
+    """Largest deviations of `other` from `ref`, relative to the reference's range."""
+    from scipy.stats import spearmanr
+
+    span = float(np.abs(ref.scores).max()) + 1e-12
+    map_err = max(float(np.abs(a - b).max()) / (float(np.abs(b).max()) + 1e-12) for a, b in zip(other.maps, ref.maps))
+    return {"max_score_rel_err": float(np.abs(other.scores - ref.scores).max()) / span,
+            "max_map_rel_err": map_err,
+            "score_spearman": float(spearmanr(ref.scores, other.scores).statistic) if len(ref.scores) > 2 else float("nan")}
