@@ -133,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             from .decision import check_nfa_ready
 
             info = read_info(read_ir(cfg.model), cfg.model)
-            why = check_nfa_ready(cfg["decision"], info.latent_channels, len(info.latent_channels))
+            why = check_nfa_ready(cfg["decision"] or info.decision_rule, info.latent_channels, len(info.latent_channels))
             if why:
                 raise EdgeError(f"model {cfg.model}: {why}")
             sys.stdout.write(config.dump(cfg))
             notes.append(f"model: {cfg.model} (input {info.input_width}x{info.input_height}, image_threshold "
-                         f"{info.image_threshold:.6g}, nfa_epsilon {info.nfa_epsilon:g}, latent_channels {info.latent_channels})")
+                         f"{info.image_threshold:.6g}, nfa_epsilon {info.nfa_epsilon:g}, latent_channels {info.latent_channels}, "
+                         f"decision rule {cfg['decision'] or info.decision_rule})")
             for n in notes:
                 print(f"edge-inspect: {n}", file=sys.stderr)
             print("edge-inspect: configuration OK", file=sys.stderr)

@@ -54,8 +54,9 @@ class Key:
 SCHEMA: tuple[Key, ...] = (
     # top level
     Key("", "model", str, "", "OpenVINO IR (.xml) written by edge-calibrate"),
-    Key("", "decision", str, "both", "reject rule: nfa (any region with log10 NFA < epsilon), score (image score >= "
-        "threshold) or both (either fires)", choices=("nfa", "score", "both")),
+    Key("", "decision", str, "", "reject rule: nfa (any region with log10 NFA < epsilon), score (image score >= "
+        "threshold) or both (either fires); empty: the rule edge-calibrate validated and stored in the IR",
+        choices=("", "nfa", "score", "both")),
     Key("", "threshold", float, math.nan, "override the image threshold stored in the IR (nan: use the IR's)"),
     Key("", "nfa_epsilon", float, math.nan, "override the NFA epsilon stored in the IR (nan: use the IR's, default 0)"),
     Key("", "plc", str, "none", "PLC link URL: bridge:/dev/ttyUSB0, modbus-rtu:/dev/ttyUSB0?unit=1&coil=0, or none"),

@@ -81,7 +81,7 @@ def failsafe(reason: str) -> Verdict:
 
 
 def decide(score: float, zsq, *, rule: str, threshold: float, epsilon: float, channels, size: tuple[int, int],
-           top: int = 3) -> Verdict:
+           top: int = 3, null_scale=None) -> Verdict:
     """Apply the configured rule(s). Anything that cannot be evaluated is a fail-safe reject."""
     from .nfa import tree_nfa
 
@@ -103,6 +103,8 @@ def decide(score: float, zsq, *, rule: str, threshold: float, epsilon: float, ch
         fy, fx = (size[0] // fine[0], size[1] // fine[1]) if fine[0] and fine[1] else (0, 0)
         exact = fy and fx and fy * fine[0] == size[0] and fx * fine[1] == size[1]
         out = (int(fine[0]), int(fine[1])) if exact else size
+        if null_scale:  # H0 calibrated on held-out good parts: z ~ N(0, s·I) per scale
+            zsq = [np.asarray(z) / s for z, s in zip(zsq, null_scale)]
         try:
             result = tree_nfa(zsq, channels, out, epsilon)
         except ValueError as err:  # NaN in the latents, scale/channel mismatch

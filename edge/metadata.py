@@ -38,7 +38,10 @@ class ModelInfo:
     scale_values: str = "127.5 127.5 127.5"
     score_kind: str = ""
     latent_channels: list[int] = field(default_factory=list)
+    # per-scale variance of the latent on held-out good images (H0: z ~ N(0, s·I)); empty = all 1
+    latent_null_scale: list[float] = field(default_factory=list)
     nfa_epsilon: float = 0.0
+    decision_rule: str = "both"  # what edge-calibrate found to hold on held-out good parts: both | score | nfa
     precision: str = ""
     quantized_scope: str = ""
     target_frr: float = 0.0
@@ -68,8 +71,10 @@ def _decode(name: str, text: str):
         return float(text)
     if kind in ("int", int):
         return int(float(text))
-    if kind.startswith("list"):
+    if kind.startswith("list[int"):
         return [int(v) for v in text.split()]
+    if kind.startswith("list[float"):
+        return [float(v) for v in text.split()]
     return text
 
 

@@ -83,7 +83,7 @@ class Pipeline:
         self.log = log or (lambda msg: print(f"edge-inspect: {msg}", file=sys.stderr, flush=True))
         self.counters = Counters()
         self.size = model.input_size
-        self.rule = cfg["decision"]
+        self.rule = cfg["decision"] or model.info.decision_rule or "both"
         self._apply_thresholds(model.info)
         why = check_nfa_ready(self.rule, list(model.info.latent_channels), len(getattr(model, "_zsq_names", [])))
         if why:
@@ -118,6 +118,7 @@ class Pipeline:
         self.threshold = float(info.image_threshold) if t != t else float(t)
         self.epsilon = float(info.nfa_epsilon) if e != e else float(e)
         self.channels = list(info.latent_channels)
+        self.null_scale = list(info.latent_null_scale) or None
 
     def reload(self) -> None:
         """SIGHUP: re-read thresholds from the IR metadata (command-line/config overrides still win)."""
@@ -277,7 +278,7 @@ class Pipeline:
                 continue
             try:
                 v = decide(result.score, result.zsq, rule=self.rule, threshold=self.threshold, epsilon=self.epsilon,
-                           channels=self.channels, size=self.size, top=self.cfg["top_regions"])
+                           channels=self.channels, size=self.size, top=self.cfg["top_regions"], null_scale=self.null_scale)
             except Exception as err:
                 v = failsafe(f"decision failed ({type(err).__name__}: {_short(err)})")
             category = "decision_error" if v.rule == "failsafe" else None
