@@ -163,7 +163,9 @@ def _coerce(key: Key, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {key.dotted} = {value!r} is not a string")
         out = str(value)
     if key.choices and out not in key.choices:
-        raise ConfigError(f"{where}: {key.dotted} = {out!r} is not one of {', '.join(key.choices)}")
+        named = ", ".join(c for c in key.choices if c)
+        empty = ' or "" (the value stored in the IR)' if "" in key.choices else ""
+        raise ConfigError(f"{where}: {key.dotted} = {out!r} is not one of {named}{empty}")
     if key.minimum is not None and not (out >= key.minimum):
         if not (key.type is float and math.isnan(out) and key.default != key.default):
             raise ConfigError(f"{where}: {key.dotted} = {out!r} must be >= {key.minimum:g}")

@@ -29,6 +29,8 @@ class FakeInfo:
     image_threshold: float = 0.5
     nfa_epsilon: float = 0.0
     latent_channels: list = field(default_factory=lambda: [8, 16])
+    latent_null_scale: list = field(default_factory=list)
+    decision_rule: str = "both"
 
 
 @dataclass

@@ -59,9 +59,9 @@ def test_soak_every_reject_actuates_exactly_once_under_faults_and_unplugs(sim_fa
                 sim.command("unplug 0.3")
         assert link.flush(30), link.stats()
         elapsed = time.monotonic() - t0
-        host = link.stats()
     finally:
         link.close()
+    host = link.stats()  # after close: the reader thread has stopped, so its log and its counters agree
     bridge = sim.command("stats")
     sim.stop()
     acts = collections.Counter(sim.actuations())
