@@ -39,6 +39,7 @@ from torch import nn
 from training.backbones import OFFLINE_WEIGHTS, FeatureExtractor, WeightsError, create_feature_extractor, normalization
 
 from . import register
+from .likelihood import anomaly_outputs, nll_per_dim
 
 SOFT_CLAMP = 0.636  # 2/pi: c·0.636·atan(s/c) stays in (-c, c)
 
@@ -412,10 +413,7 @@ class MSFlow(nn.Module):
 
     def loss(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Negative log-likelihood per dimension, averaged over the batch (Σ_s 0.5 Σ z² − log|det J|)."""
-        zs, logdet = self.flow(feats)
-        dims = sum(z[0].numel() for z in zs)
-        nll = sum(0.5 * (z**2).flatten(1).sum(1) for z in zs) - logdet
-        return (nll / dims).mean()
+        return nll_per_dim(*self.flow(feats))
 
     def anomaly_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(anomaly_map (B,1,H,W), score (B,), zsq_0 (B,1,h,w), zsq_1, ...) from a normalised image.
@@ -427,16 +425,7 @@ class MSFlow(nn.Module):
 
     def outputs_from_features(self, feats: list[torch.Tensor], size) -> tuple[torch.Tensor, ...]:
         """`anomaly_outputs` from cached `features(x)` (benchmarks reuse one extraction for many flows)."""
-        zs, _ = self.flow(feats)
-        size = tuple(size)
-        zsq = [(z**2).sum(1, keepdim=True) for z in zs]
-        amap = sum(
-            F.interpolate(0.5 * q / c, size=size, mode="bilinear", align_corners=False) for q, c in zip(zsq, self.channels)
-        )
-        flat = amap.flatten(1)
-        k = max(1, int(flat.shape[1] * self.config.top_fraction))
-        score = flat.topk(k, dim=1).values.mean(1)
-        return (amap, score, *zsq)
+        return anomaly_outputs(self.flow(feats)[0], self.channels, size, self.config.top_fraction)
 
     # -- accounting ------------------------------------------------------------------------------
 

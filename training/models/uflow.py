@@ -34,6 +34,7 @@ from torch import nn
 from training.backbones import create_feature_extractor, normalization
 
 from . import register
+from .likelihood import anomaly_outputs, nll_per_dim
 
 
 @dataclass(frozen=True)
@@ -158,20 +159,8 @@ class UFlow(nn.Module):
 
     def loss(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Negative log-likelihood per dimension, averaged over the batch."""
-        zs, logdet = self.flow(feats)
-        dims = sum(z[0].numel() for z in zs)
-        nll = sum(0.5 * (z**2).flatten(1).sum(1) for z in zs) - logdet
-        return (nll / dims).mean()
+        return nll_per_dim(*self.flow(feats))
 
     def anomaly_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(anomaly_map (B,1,H,W), score (B,), zsq_0 (B,1,h0,w0), zsq_1, ...) from a normalised image."""
-        zs, _ = self.flow(self.features(x))
-        size = x.shape[-2:]
-        zsq = [(z**2).sum(1, keepdim=True) for z in zs]
-        amap = sum(
-            F.interpolate(0.5 * q / c, size=size, mode="bilinear", align_corners=False) for q, c in zip(zsq, self.channels)
-        )
-        flat = amap.flatten(1)
-        k = max(1, int(flat.shape[1] * self.config.top_fraction))
-        score = flat.topk(k, dim=1).values.mean(1)
-        return (amap, score, *zsq)
+        return anomaly_outputs(self.flow(self.features(x))[0], self.channels, x.shape[-2:], self.config.top_fraction)
