@@ -16,19 +16,10 @@ class Scored:
 
 
 def score_torch(model, samples: list[Sample], batch_size: int = 8, keep_maps: bool = True) -> Scored:
-    import torch
+    from .validate import run_torch
 
-    from training.train import to_tensor
-
-    scores, maps = [], []
-    with torch.no_grad():
-        for i in range(0, len(samples), batch_size):
-            x = to_tensor([load_image(s, model.config.input_size) for s in samples[i : i + batch_size]], model.mean, model.std)
-            amap, score, *_ = model.anomaly_outputs(x)
-            scores.extend(score.numpy().tolist())
-            if keep_maps:
-                maps.extend(list(amap[:, 0].numpy()))
-    return Scored(np.asarray(scores, dtype=np.float64), maps)
+    out = run_torch(model, [load_image(s, model.config.input_size) for s in samples], batch_size)
+    return Scored(out.scores.astype(np.float64), out.maps if keep_maps else [])
 
 
 def score_ir(model, samples: list[Sample], keep_maps: bool = True) -> Scored:

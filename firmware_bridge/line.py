@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .base import LinkError
 
-class LinkError(Exception):
-    """The PLC link cannot be opened or written; the message names the port and the fix."""
+__all__ = ["LineLink", "LineMessage", "LinkError", "decode", "encode"]
 
 
 @dataclass(frozen=True)
