@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from edge.errors import EdgeError
 
 log = logging.getLogger("edge-calibrate")
 
-LATENT_DRIFT_WARN = 0.10  # relative change of mean Σz²/C between float and INT8 that gets a warning
+LATENT_DRIFT_WARN = 0.10
+ACCURACY_CONTROL_PER_CLASS = 60  # validation images per class (good, defective) for nncf's accuracy control  # relative change of mean Σz²/C between float and INT8 that gets a warning
 
 
 @dataclass
@@ -154,6 +156,9 @@ def calibrate(cfg: CalibrationConfig) -> dict:
                      "latency_ms_1thread": _latency_ms(compiled, golden[0])}
             entry["accepted"] = bool(entry["image_auroc_drop"] <= cfg.max_drop and entry["pixel_auroc_drop"] <= 2 * cfg.max_drop)
             candidates.append(entry)
+            bar.write(f"edge-calibrate: INT8 {split}: image AUROC {acc['image_auroc']:.4f} (float {report['float']['image_auroc']:.4f}), "
+                      f"pixel AUROC {acc['pixel_auroc']:.4f} (float {report['float']['pixel_auroc']:.4f}), "
+                      f"{entry['latency_ms_1thread']:.1f} ms: {'accepted' if entry['accepted'] else 'rejected'}", file=sys.stderr)
             if entry["accepted"]:
                 final_model, chosen = candidate, entry
                 break
@@ -161,7 +166,12 @@ def calibrate(cfg: CalibrationConfig) -> dict:
             from .metrics import image_auroc
 
             ignored, _ = q.ignored_names(float_model, model.float_scopes, "backbone")
-            val_frames, labels = vset.frames, vset.labels
+            # accuracy control re-validates once per reverted quantizer group: cap its set (balanced, seeded)
+            rng = np.random.default_rng(cfg.seed)
+            pick = np.concatenate([rng.permutation(np.flatnonzero(vset.labels == lab))[:ACCURACY_CONTROL_PER_CLASS] for lab in (0, 1)])
+            val_frames, labels = [vset.frames[i] for i in pick], vset.labels[pick]
+            bar.write(f"edge-calibrate: no split kept accuracy; running nncf.quantize_with_accuracy_control on {len(pick)} "
+                      "validation images (minutes)", file=sys.stderr)
 
             def metric(compiled_model, data) -> float:
                 out = run_compiled(compiled_model, list(val_frames), channels)
