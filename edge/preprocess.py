@@ -18,8 +18,8 @@ from .errors import FrameError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as 8-bit BGR (H, W, 3). Greyscale files are expanded to three channels."""
+def decode_image(path: str | Path) -> np.ndarray:
+    """Decode an image file as stored (any channel count and depth); FrameError if unreadable."""
     path = Path(path)
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
     if data is None or data.size == 0:
@@ -27,7 +27,12 @@ def read_image(path: str | Path) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise FrameError(f"cannot decode image {path}: corrupt or unsupported file")
-    return to_bgr(img, str(path))
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as 8-bit BGR (H, W, 3). Greyscale files are expanded to three channels."""
+    return to_bgr(decode_image(path), str(path))
 
 
 def to_bgr(img: np.ndarray, what: str = "frame") -> np.ndarray:

@@ -25,8 +25,8 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .errors import EdgeError, FrameError, SourceError
-from .preprocess import IMAGE_SUFFIXES, read_image, to_bgr
+from .errors import EdgeError, SourceError
+from .preprocess import IMAGE_SUFFIXES, decode_image, read_image, to_bgr
 
 CAMERA_OPEN_TIMEOUT_S = 5.0
 
@@ -79,12 +79,7 @@ class Source:
 def _read_file_frame(i: int, path: Path) -> Frame:
     now = time.time()
     try:
-        data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-        if data is None or data.size == 0:
-            raise FrameError(f"cannot read image {path}: file missing or empty")
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise FrameError(f"cannot decode image {path}: corrupt or unsupported file")
+        img = decode_image(path)
         channels = _channels(img)
         return Frame(i, to_bgr(img, str(path)), now, path.name, channels=channels)
     except EdgeError as err:
