@@ -9,6 +9,18 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 
+def wait_until(cond, done: Callable[[], bool], timeout: float) -> bool:
+    """Wait on `cond` (a threading.Condition) until done() holds or timeout seconds pass."""
+    end = time.monotonic() + timeout
+    with cond:
+        while not done():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            cond.wait(min(left, 0.05))
+    return True
+
+
 class LinkError(Exception):
     """A link cannot be opened or used; the message says what to check."""
 

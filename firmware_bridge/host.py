@@ -22,7 +22,7 @@ from typing import Optional
 import serial
 
 from . import protocol as p
-from .base import Alarm, AlarmCallback, AlarmSink, Link, LinkError
+from .base import Alarm, AlarmCallback, AlarmSink, Link, LinkError, wait_until
 
 log = logging.getLogger("firmware_bridge.host")
 
@@ -147,14 +147,7 @@ class BridgeLink(Link):
         self._dispatch_alarms()
 
     def flush(self, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        with self._cond:
-            while self._queue or self._inflight:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
+        return wait_until(self._cond, lambda: not (self._queue or self._inflight), timeout)
 
     @property
     def healthy(self) -> bool:

@@ -24,7 +24,7 @@ from typing import Optional
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
-from .base import Alarm, AlarmCallback, AlarmSink, Link, LinkError
+from .base import Alarm, AlarmCallback, AlarmSink, Link, LinkError, wait_until
 
 log = logging.getLogger("firmware_bridge.modbus")
 
@@ -120,14 +120,7 @@ class ModbusLink(Link):
         self._sink.raise_(alarm)
 
     def flush(self, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        with self._cond:
-            while self._queue or self._busy:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
+        return wait_until(self._cond, lambda: not (self._queue or self._busy), timeout)
 
     @property
     def healthy(self) -> bool:
