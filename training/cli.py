@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--holdout", type=float, default=d.holdout_fraction, help="fraction of good images held out")
     ap.add_argument("--augment-flips", action="store_true", help="add flipped copies (textures, symmetric parts)")
+    ap.add_argument("--augment", default=d.augment, choices=["none", "texture", "object"],
+                    help="augmented copies of each good image: texture (flips, lighting jitter) or object (any rotation, "
+                         "shifts, flips, milder lighting jitter); see training/augment.py")
+    ap.add_argument("--augment-views", type=int, default=d.augment_views, help="augmented copies per image")
     ap.add_argument("--weights", help="backbone weights file (timm state dict) for backbones without offline weights")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--threads", type=int, default=0)
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides[key] = value
         cfg = TrainConfig(data=a.data, out=a.out, model=a.model, model_overrides=overrides, epochs=a.epochs,
                           batch_size=a.batch_size, lr=a.lr, holdout_fraction=a.holdout, augment_flips=a.augment_flips,
+                          augment=a.augment, augment_views=a.augment_views,
                           seed=a.seed, threads=a.threads, weights=a.weights, resume=a.resume, progress=not a.no_progress)
         from .train import train
 

@@ -30,6 +30,9 @@ class TrainConfig:
     grad_clip: float = 2.0
     holdout_fraction: float = 0.15
     augment_flips: bool = False
+    # seeded augmented copies of every training image (training.augment presets: none, texture, object)
+    augment: str = "none"
+    augment_views: int = 3
     seed: int = 0
     threads: int = 0
     weights: str | None = None
@@ -51,14 +54,23 @@ def to_tensor(images: list[np.ndarray], mean, std) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract(model, samples, batch_size: int = 16, flips: bool = False, desc: str = "features", progress: bool = True):
-    """Pooled backbone features of every sample, per scale (N, C, h, w)."""
+def extract(model, samples, batch_size: int = 16, flips: bool = False, desc: str = "features", progress: bool = True,
+            augment: str = "none", views: int = 0, seed: int = 0):
+    """Pooled backbone features of every sample (plus `views` augmented copies of each), per scale (N, C, h, w)."""
     from tqdm import tqdm
 
+    from .augment import preset
+    from .augment import views as make_views
+
+    aug = preset(augment)
     size = model.config.input_size
     out: list[list[torch.Tensor]] = [[] for _ in model.channels]
     for i in tqdm(range(0, len(samples), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-        imgs = [load_image(s, size) for s in samples[i : i + batch_size]]
+        imgs = []
+        for j, s in enumerate(samples[i : i + batch_size]):
+            img = load_image(s, size)
+            imgs.append(img)
+            imgs.extend(make_views(img, aug, views, seed * 1_000_003 + i + j))
         x = to_tensor(imgs, model.mean, model.std)
         variants = [x, x.flip(-1), x.flip(-2)] if flips else [x]
         for v in variants:
@@ -115,12 +127,14 @@ def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
     if feature_cache is not None:
         c = model_cfg
         key = (c.backbone, tuple(c.stages), tuple(getattr(c, "image_scales", (1.0,))), tuple(c.input_size),
-               getattr(c, "pool_stride", None), getattr(c, "image_norm", False), cfg.augment_flips, cfg.weights,
+               getattr(c, "pool_stride", None), getattr(c, "image_norm", False), cfg.augment_flips, cfg.augment,
+               cfg.augment_views, cfg.seed, cfg.weights,
                tuple(str(s.path) for s in train_set), tuple(str(s.path) for s in holdout))
     if key is not None and key in feature_cache:
         train_feats, hold_feats = feature_cache[key]
     else:
-        train_feats = extract(model, train_set, flips=cfg.augment_flips, desc="train features", progress=cfg.progress)
+        train_feats = extract(model, train_set, flips=cfg.augment_flips, desc="train features", progress=cfg.progress,
+                              augment=cfg.augment, views=cfg.augment_views, seed=cfg.seed)
         hold_feats = extract(model, holdout, desc="held-out features", progress=cfg.progress)
         if key is not None:
             feature_cache[key] = (train_feats, hold_feats)
