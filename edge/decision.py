@@ -12,7 +12,7 @@ Two rules, chosen by the config key ``decision``:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class Decision:
     log10_nfa: float | None = None
     nfa_epsilon: float | None = None
     regions: list = field(default_factory=list)
+    log10_nfa_bound: float | None = None  # set when the tree was skipped: every region's log10 NFA >= this
 
     @property
     def reject(self) -> bool:
@@ -47,10 +48,13 @@ class Decision:
         return self.rule == "failsafe"
 
     def record(self) -> dict:
-        out = asdict(self)
-        out["latency_ms"] = round(self.latency_ms, 3)
-        out["captured_at"] = round(self.captured_at, 6)
-        out["decided_at"] = round(self.decided_at, 6)
+        out = {"frame": self.frame, "origin": self.origin, "captured_at": round(self.captured_at, 6),
+               "decided_at": round(self.decided_at, 6), "verdict": self.verdict, "reason": self.reason,
+               "score": self.score, "threshold": self.threshold, "latency_ms": round(self.latency_ms, 3),
+               "model_hash": self.model_hash, "rule": self.rule, "log10_nfa": self.log10_nfa,
+               "nfa_epsilon": self.nfa_epsilon, "regions": self.regions}
+        if self.log10_nfa_bound is not None:
+            out["log10_nfa_bound"] = round(self.log10_nfa_bound, 3)
         if self.score is not None:
             out["score"] = round(self.score, 6) if math.isfinite(self.score) else str(self.score)
         if self.log10_nfa is not None:
@@ -74,6 +78,7 @@ class Verdict:
     rule: str
     log10_nfa: float | None = None
     regions: list = field(default_factory=list)
+    log10_nfa_bound: float | None = None
 
 
 def failsafe(reason: str) -> Verdict:
@@ -81,15 +86,22 @@ def failsafe(reason: str) -> Verdict:
 
 
 def decide(score: float, zsq, *, rule: str, threshold: float, epsilon: float, channels, size: tuple[int, int],
-           top: int = 3, null_scale=None) -> Verdict:
-    """Apply the configured rule(s). Anything that cannot be evaluated is a fail-safe reject."""
-    from .nfa import tree_nfa
+           top: int = 3, null_scale=None, exact_min: bool = False) -> Verdict:
+    """Apply the configured rule(s). Anything that cannot be evaluated is a fail-safe reject.
+
+    The NFA rule builds only the max-trees that can matter (`edge.nfa.tree_nfa_screened`): the
+    verdict, the regions and, when there are regions, the worst log10 NFA are always exact. When a
+    cheap bound proves that no region can exist, the trees are skipped and the pass records the
+    bound (`log10_nfa_bound`) instead of the minimum (`log10_nfa` None); exact_min=True builds
+    them anyway to report the exact minimum on every part."""
+    from .nfa import tree_nfa_screened
 
     if score != score:
         return failsafe("score is NaN")
     fired = []
     reasons = []
     log10_nfa = None
+    bound = None
     regions: list = []
     if rule in ("score", "both"):
         if score >= threshold:
@@ -106,28 +118,35 @@ def decide(score: float, zsq, *, rule: str, threshold: float, epsilon: float, ch
         if null_scale:  # H0 calibrated on held-out good parts: z ~ N(0, s·I) per scale
             zsq = [np.asarray(z) / s for z, s in zip(zsq, null_scale)]
         try:
-            result = tree_nfa(zsq, channels, out, epsilon)
+            result, bound = tree_nfa_screened(zsq, channels, out, epsilon, need_min=exact_min)
         except ValueError as err:  # NaN in the latents, scale/channel mismatch
             return failsafe(f"NFA cannot be computed ({err})")
-        log10_nfa = result.min_log10_nfa
-        if not math.isfinite(log10_nfa) and log10_nfa > 0:
-            return failsafe("NFA map is empty")
+        if result is not None:
+            bound = None
+            log10_nfa = result.min_log10_nfa
+            if not math.isfinite(log10_nfa) and log10_nfa > 0:
+                return failsafe("NFA map is empty")
+        elif not bound >= epsilon:  # pragma: no cover - tree_nfa_screened only skips when this holds
+            return failsafe("NFA bound inconsistent")
         sy, sx = (fy, fx) if exact else (1, 1)
-        regions = [{"area": int(r.area) * sy * sx,
+        regions = [] if result is None else [{"area": int(r.area) * sy * sx,
                     "bbox": [int(r.bbox[0]) * sx, int(r.bbox[1]) * sy, int(r.bbox[2]) * sx, int(r.bbox[3]) * sy],
                     "log10_nfa": round(float(r.log10_nfa), 3)}
                    for r in result.regions[:top]]
-        if result.regions:
+        if result is not None and result.regions:
             fired.append("nfa")
             reasons.append(f"{len(result.regions)} region(s) with log10 NFA < {epsilon:g} (worst {log10_nfa:.4g})")
     if fired:
-        return Verdict(REJECT, "; ".join(reasons), "+".join(fired), log10_nfa, regions)
+        return Verdict(REJECT, "; ".join(reasons), "+".join(fired), log10_nfa, regions, bound)
     ok = []
     if rule in ("score", "both"):
         ok.append(f"score {score:.4g} < image_threshold {threshold:.4g}")
     if rule in ("nfa", "both"):
-        ok.append(f"no region with log10 NFA < {epsilon:g} (min {log10_nfa:.4g})")
-    return Verdict(PASS, "; ".join(ok), "none", log10_nfa, regions)
+        if log10_nfa is None:
+            ok.append(f"no region with log10 NFA < {epsilon:g} (all >= {bound:.4g})")
+        else:
+            ok.append(f"no region with log10 NFA < {epsilon:g} (min {log10_nfa:.4g})")
+    return Verdict(PASS, "; ".join(ok), "none", log10_nfa, regions, bound)
 
 
 def check_nfa_ready(rule: str, channels, n_scales: int) -> str | None:

@@ -33,6 +33,13 @@ numpy order (NOT cv2's (W, H)). Scales are listed in any order; ``channels[s]`` 
 ``tree_nfa_from_latent(latents, out_size, epsilon=0.0, upsample="nearest")``
     Same, from full latents ``latents[s]`` of shape (C_s, H_s, W_s) or (1, C_s, H_s, W_s).
 
+``tree_nfa_screened(zsq, channels, out_size, epsilon=0.0, upsample="nearest", need_min=True)``
+    What the edge decision uses: ``(result, lower_bound)``. A per-scale lower bound on every node
+    (a node at level Z = f_k has at most #{Z >= f_k} pixels, so log10 P >= #{Z >= f_k} L(f_k))
+    costs one sort; scales whose bound can neither reach epsilon nor lower the minimum are not
+    built, and with need_min=False and no scale able to reach epsilon no tree is built at all
+    (result None). Mask, regions and minimum are always tree_nfa's, exactly (tested).
+
 ``window_nfa(counts, channels, out_size, window=5, p=0.9, epsilon=0.0, upsample="bilinear")``
     The older window NFA. ``counts[s]`` holds, per pixel, the number of channels with
     z_c^2 >= tau, tau = chi^2_1 quantile at p (``exceedance_threshold(p)``; the IR can compute it in
@@ -101,6 +108,7 @@ __all__ = [
     "log10_n_tests_total",
     "tree_nfa",
     "tree_nfa_from_latent",
+    "tree_nfa_screened",
     "window_nfa",
     "window_nfa_from_latent",
 ]
@@ -508,15 +516,36 @@ def _grid_neighbours(h: int, w: int) -> np.ndarray:
     return nb
 
 
-def _tree_log10_prob(zsq: np.ndarray, channels: int) -> np.ndarray:
-    """(H, W) map: log10 P of the final U-Flow region containing each pixel, 0 outside regions."""
-    h, w = zsq.shape
-    n = h * w
-    f = zsq.astype(np.float64).ravel()
+def _levels(zsq: np.ndarray) -> np.ndarray:
+    """Z as the tree sees it: float64, flat, +inf clipped to 1e300; NaN raises ValueError."""
+    f = np.asarray(zsq).astype(np.float64).ravel()
     if np.isnan(f).any():
         raise ValueError("zsq contains NaN")
-    f = np.clip(f, 0.0, 1e300)
-    order = np.argsort(-f, kind="stable")  # processing order: decreasing Z
+    return np.clip(f, 0.0, 1e300)
+
+
+def _tree_bound(f: np.ndarray, channels: int, order: np.ndarray | None = None) -> float:
+    """A lower bound on log10 P of every node of the max-tree of levels f (so on every value of
+    the scale's map): a node at level t = f_k contains only pixels with Z >= t, so its area is at
+    most K_k = #{Z >= f_k}, and log10 P = max(area * L(t), floor) >= K_k * L(f_k) because L <= 0
+    (L: the same tail table the tree uses, at the same levels; rounding is monotone)."""
+    if order is None:
+        order = np.argsort(-f, kind="stable")
+    fs = f[order]  # decreasing
+    k = np.searchsorted(-fs, -fs, side="right")  # K_k, ties included
+    return float(max(np.min(k * _chi2_table(channels)(fs)), _LOG_FLOOR))
+
+
+def _tree_log10_prob(zsq: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W) map: log10 P of the final U-Flow region containing each pixel, 0 outside regions."""
+    f = _levels(zsq)
+    return _tree_from_levels(f, *np.shape(_as_hw(zsq)), channels)
+
+
+def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.ndarray | None = None) -> np.ndarray:
+    n = h * w
+    if order is None:
+        order = np.argsort(-f, kind="stable")  # processing order: decreasing Z
     rank = np.empty(n, dtype=np.intp)
     rank[order] = np.arange(n)
 
@@ -528,25 +557,37 @@ def _tree_log10_prob(zsq: np.ndarray, channels: int) -> np.ndarray:
     ep_l = np.broadcast_to(order[:, None], nb.shape)[earlier].tolist()
     eq_l = nb[earlier].tolist()
 
+    # Union-find by size with path halving; rep[root] is the component's latest pixel (its
+    # max-tree node), which is what parent links point to (Berger et al. 2007, with union by rank).
     parent = list(range(n))
     zpar = list(range(n))
+    size = [1] * n
+    rep = list(range(n))
     area = [1] * n
+    last = zp = -1
     for p, q in zip(ep_l, eq_l):
+        if p != last:
+            last = zp = p
         r = zpar[q]
         if r != q:
-            while True:
-                rr = zpar[r]
-                if rr == r:
-                    break
+            rr = zpar[r]
+            while rr != r:  # path halving
+                zpar[q] = rr
+                q = r
                 r = rr
-            while q != r:  # path compression
-                nq = zpar[q]
-                zpar[q] = r
-                q = nq
-        if r != p:
-            parent[r] = p
-            zpar[r] = p
-            area[p] += area[r]
+                rr = zpar[r]
+        if r != zp:
+            c = rep[r]
+            parent[c] = p
+            area[p] += area[c]
+            if size[r] > size[zp]:
+                zpar[zp] = r
+                size[r] += size[zp]
+                zp = r
+            else:
+                zpar[r] = zp
+                size[zp] += size[r]
+            rep[zp] = p
 
     par = np.array(parent, dtype=np.intp)
     root = int(order[-1])
@@ -641,6 +682,55 @@ def tree_nfa(
     total = _combine(per, out_size, upsample, np.minimum)
     total += np.float32(log10_n_tests_total([m.shape for m in maps]))
     return _finish(total, per, out_size, upsample, epsilon)
+
+
+def tree_nfa_screened(
+    zsq: Sequence[np.ndarray],
+    channels: Sequence[int],
+    out_size: tuple[int, int],
+    epsilon: float = 0.0,
+    upsample: str = "nearest",
+    need_min: bool = True,
+) -> tuple[NFAResult | None, float]:
+    """`tree_nfa` for a decision, skipping the trees that provably cannot matter.
+
+    Per scale, a lower bound B_s on every value of its log10 P map (`_tree_bound`: K_k L(f_k),
+    one sort and one table lookup) says, before building the tree, whether the scale can put any
+    pixel below epsilon (B_s + log10 N_test < epsilon, in the float32 arithmetic of the map) and
+    whether it can lower the map's minimum. Scales are built in order of increasing B_s; a scale
+    that can do neither is not built (its map is replaced by the constant B_s).
+
+    Returns (result, lower_bound) where lower_bound = min_s B_s + log10 N_test <= every value of
+    the exact map. With need_min=False and no scale able to reach epsilon, returns (None,
+    lower_bound): no region exists, no tree was built. Otherwise result.mask, result.regions
+    (areas, boxes, values, scales) and result.min_log10_nfa equal tree_nfa's exactly; the map
+    itself is exact where it is below epsilon and at its minimum, and may be lower (never below
+    epsilon) elsewhere. NaN raises ValueError like tree_nfa.
+    """
+    maps = _prep_scales(zsq, channels)
+    out_size = (int(out_size[0]), int(out_size[1]))
+    chans = [int(c) for c in channels]
+    levels = [_levels(m) for m in maps]
+    orders = [np.argsort(-f, kind="stable") for f in levels]
+    bounds = [_tree_bound(f, c, o) for f, c, o in zip(levels, chans, orders)]
+    log_n = np.float32(log10_n_tests_total([m.shape for m in maps]))
+    eps = np.float32(epsilon)
+    clear = [bool(np.float32(np.float32(b) + log_n) >= eps) for b in bounds]
+    lower = float(np.float32(np.float32(min(bounds)) + log_n))
+    if not need_min and all(clear):
+        return None, lower
+    per: list = [None] * len(maps)
+    m32 = math.inf
+    for s in sorted(range(len(maps)), key=lambda i: bounds[i]):
+        h, w = maps[s].shape
+        if clear[s] and float(np.float32(bounds[s])) >= m32:
+            per[s] = np.full((h, w), bounds[s])
+            continue
+        per[s] = _tree_from_levels(levels[s], h, w, chans[s], orders[s]).reshape(h, w)
+        m32 = min(m32, float(per[s].astype(np.float32).min()))
+    total = _combine(per, out_size, upsample, np.minimum)
+    total += log_n
+    return _finish(total, per, out_size, upsample, epsilon), lower
 
 
 def tree_nfa_from_latent(

@@ -161,7 +161,8 @@ class Pipeline:
         d = Decision(part.id, part.origin, part.captured_at, now, verdict.verdict, verdict.reason,
                      getattr(inference, "score", None), self.threshold, latency, self.model.model_hash,
                      rule=verdict.rule, log10_nfa=verdict.log10_nfa,
-                     nfa_epsilon=self.epsilon if self.rule != "score" else None, regions=verdict.regions)
+                     nfa_epsilon=self.epsilon if self.rule != "score" else None, regions=verdict.regions,
+                     log10_nfa_bound=verdict.log10_nfa_bound)
         if verdict.rule == "failsafe":
             self.counters.add(f"failsafe:{category or 'other'}")
         self.out_q.put((d, part, inference))
@@ -278,7 +279,8 @@ class Pipeline:
                 continue
             try:
                 v = decide(result.score, result.zsq, rule=self.rule, threshold=self.threshold, epsilon=self.epsilon,
-                           channels=self.channels, size=self.size, top=self.cfg["top_regions"], null_scale=self.null_scale)
+                           channels=self.channels, size=self.size, top=self.cfg["top_regions"], null_scale=self.null_scale,
+                           exact_min=bool(self.cfg.get("nfa_exact_min", False)))
             except Exception as err:
                 v = failsafe(f"decision failed ({type(err).__name__}: {_short(err)})")
             category = "decision_error" if v.rule == "failsafe" else None
