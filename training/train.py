@@ -99,6 +99,21 @@ def mean_loss(model, feats: list[torch.Tensor], batch_size: int) -> float:
     return total / max(1, n)
 
 
+@torch.no_grad()
+def fit_envelope(model, feature_sets: list[list[torch.Tensor]], batch_size: int = 16) -> torch.Tensor:
+    """Set `model.map_envelope` from the raw maps of good images' cached features; returns it."""
+    from .models.likelihood import normal_envelope
+
+    size = tuple(model.config.input_size)
+    maps = []
+    for feats in feature_sets:
+        for i in range(0, feats[0].shape[0], batch_size):
+            maps.append(model.outputs_from_features([f[i : i + batch_size] for f in feats], size, raw=True)[0])
+    env = normal_envelope(torch.cat(maps))
+    model.map_envelope.copy_(env)
+    return env
+
+
 def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
     """Train and write RUN_DIR. `feature_cache` (a dict the caller keeps) reuses extracted backbone
     features across runs whose backbone, stages, pyramid, input size and pre-processing agree."""
@@ -189,6 +204,17 @@ def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
             log.write(line + "\n")
             log.flush()
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", holdout=f"{hold:.3f}", img_s=f"{rate:.0f}")
+    if getattr(model_cfg, "envelope", False):
+        # the envelope belongs to the selected weights: fit it on those, from the un-augmented good images
+        payload = checkpoint.load_payload(out / "checkpoint.pt")
+        model.load_state_dict(payload["state_dict"], strict=False)
+        model.flows.eval()
+        plain = train_feats
+        if (cfg.augment != "none" and cfg.augment_views > 0) or cfg.augment_flips:
+            plain = extract(model, train_set, desc="envelope features", progress=cfg.progress)
+        fit_envelope(model, [plain, hold_feats], cfg.batch_size)
+        keep = {k: v for k, v in payload.items() if k not in ("format", "kind", "model_config", "state_dict", "path")}
+        checkpoint.save(out / "checkpoint.pt", model, keep)
     with open(out / "train.log", "a") as log:
         log.write(f"done in {time.time() - t0:.1f} s\n")
     return out

@@ -62,6 +62,10 @@ class MSFlowConfig:
     # per-image photometric standardisation inside the graph: (x - mean) / std * 0.5 over all pixels and
     # channels (colour ratios kept); makes the flow blind to global lighting drift between lots/sessions
     image_norm: bool = False
+    # score and map as the excess over the "normal envelope": per position, the highest NLL that good training
+    # images reach (computed after training, stored in the checkpoint). Parts that are not aligned by design
+    # still have fixed things (fixtures, tray edges, specular stripes) whose high NLL would otherwise be the score.
+    envelope: bool = False
     seed: int = 0  # the fixed permutations
 
 
@@ -376,6 +380,7 @@ class MSFlow(nn.Module):
             FusionCoupling(self.channels, shapes, config.clamp, config.fusion_hidden_ratio, parity=i % 2)
             for i in range(config.fusion_depth if n_scales > 1 else 0)
         )
+        self.register_buffer("map_envelope", torch.zeros(1, 1, h, w))  # set by training when config.envelope
 
     # -- the contract used by training/ and calibration/ ------------------------------------------
 
@@ -419,13 +424,16 @@ class MSFlow(nn.Module):
         """(anomaly_map (B,1,H,W), score (B,), zsq_0 (B,1,h,w), zsq_1, ...) from a normalised image.
 
         zsq_s = Σ_c z_c² over all C_s channels of scale s; map = Σ_s upsample(0.5 · zsq_s / C_s)
-        (the negative log-likelihood per channel, raw); score = mean of its top `top_fraction`.
+        (the negative log-likelihood per channel), or its excess over the normal envelope when
+        `config.envelope`; score = mean of its top `top_fraction`.
         """
         return self.outputs_from_features(self.features(x), x.shape[-2:])
 
-    def outputs_from_features(self, feats: list[torch.Tensor], size) -> tuple[torch.Tensor, ...]:
-        """`anomaly_outputs` from cached `features(x)` (benchmarks reuse one extraction for many flows)."""
-        return anomaly_outputs(self.flow(feats)[0], self.channels, size, self.config.top_fraction)
+    def outputs_from_features(self, feats: list[torch.Tensor], size, raw: bool = False) -> tuple[torch.Tensor, ...]:
+        """`anomaly_outputs` from cached `features(x)` (benchmarks reuse one extraction for many flows);
+        `raw` ignores the normal envelope."""
+        envelope = self.map_envelope if self.config.envelope and not raw else None
+        return anomaly_outputs(self.flow(feats)[0], self.channels, size, self.config.top_fraction, envelope)
 
     # -- accounting ------------------------------------------------------------------------------
 

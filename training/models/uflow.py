@@ -47,6 +47,7 @@ class UFlowConfig:
     clamp: float = 2.0
     hidden_ratio: float = 1.0
     top_fraction: float = 0.01  # image score = mean of the top fraction of the map
+    envelope: bool = False  # map and score as the excess over the normal envelope (see MSFlowConfig)
 
 
 class _BetaSoftplus(nn.Module):
@@ -134,6 +135,7 @@ class UFlow(nn.Module):
             build_stage(c, fh, fw, d, config.clamp, config.hidden_ratio)
             for c, (fh, fw), d in zip(self.flow_channels, self.shapes, config.flow_depth)
         )
+        self.register_buffer("map_envelope", torch.zeros(1, 1, h, w))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Frozen, pooled backbone features of a normalised NCHW image batch, fine to coarse."""
@@ -163,4 +165,9 @@ class UFlow(nn.Module):
 
     def anomaly_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(anomaly_map (B,1,H,W), score (B,), zsq_0 (B,1,h0,w0), zsq_1, ...) from a normalised image."""
-        return anomaly_outputs(self.flow(self.features(x))[0], self.channels, x.shape[-2:], self.config.top_fraction)
+        return self.outputs_from_features(self.features(x), x.shape[-2:])
+
+    def outputs_from_features(self, feats: list[torch.Tensor], size, raw: bool = False) -> tuple[torch.Tensor, ...]:
+        """`anomaly_outputs` from cached `features(x)`; `raw` ignores the normal envelope."""
+        envelope = self.map_envelope if self.config.envelope and not raw else None
+        return anomaly_outputs(self.flow(feats)[0], self.channels, size, self.config.top_fraction, envelope)
