@@ -528,12 +528,23 @@ def _tree_bound(f: np.ndarray, channels: int, order: np.ndarray | None = None) -
     """A lower bound on log10 P of every node of the max-tree of levels f (so on every value of
     the scale's map): a node at level t = f_k contains only pixels with Z >= t, so its area is at
     most K_k = #{Z >= f_k}, and log10 P = max(area * L(t), floor) >= K_k * L(f_k) because L <= 0
-    (L: the same tail table the tree uses, at the same levels; rounding is monotone)."""
+    (L: the same tail table the tree uses, at the same levels; rounding is monotone). Beyond the
+    table's grid, where the tree evaluates the exact tail by continued fraction, the closed form
+    Gamma(a, y) >= y^(a-1) e^-y (a = C/2 >= 1) stands in, less a relative slack for rounding."""
     if order is None:
         order = np.argsort(-f, kind="stable")
     fs = f[order]  # decreasing
     k = np.searchsorted(-fs, -fs, side="right")  # K_k, ties included
-    return float(max(np.min(k * _chi2_table(channels)(fs)), _LOG_FLOOR))
+    table = _chi2_table(channels)
+    a = 0.5 * channels
+    nf = int(np.count_nonzero(fs > table.u_max * table.u_max)) if a >= 1.0 else 0  # far values: a prefix
+    tail = np.empty_like(fs)
+    tail[nf:] = table(fs[nf:])
+    if nf:
+        y = 0.5 * fs[:nf]
+        lb = ((a - 1.0) * np.log(y) - y - math.lgamma(a)) / _LN10
+        tail[:nf] = lb - (np.abs(lb) * 1e-9 + 1e-9)
+    return float(max(np.min(k * tail), _LOG_FLOOR))
 
 
 def _tree_log10_prob(zsq: np.ndarray, channels: int) -> np.ndarray:

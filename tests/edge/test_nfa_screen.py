@@ -28,7 +28,7 @@ def _cases(seed: int, n: int):
             h = SHAPES[s][0]
             k = int(rng.integers(1, 7))
             y, x = rng.integers(0, h - k + 1, 2)
-            z[s][y:y + k, x:x + k] *= rng.uniform(1.5, 10.0)
+            z[s][y:y + k, x:x + k] *= [rng.uniform(1.5, 10.0), 60.0, 1e5][i % 3]  # also past the table's grid
         if i % 4 == 3:
             z = [np.round(a / 4) * 4 for a in z]  # plateaus: many equal levels
         yield [a.astype(np.float32) for a in z]
@@ -60,6 +60,18 @@ def test_bound_is_below_every_value_of_every_scale_map():
         for z, c in zip(zsq, CHANNELS):
             exact = nfa._tree_log10_prob(z, c)
             assert nfa._tree_bound(nfa._levels(z), c) <= exact.min()
+
+
+def test_bound_holds_far_in_the_tail_where_it_uses_the_closed_form():
+    for c in (2, 3, 24, 40, 112, 304):
+        x = np.array([0.0, c, c + 40 * np.sqrt(2 * c) + 101.0, 1e3, 1e4, 1e6, 1e12, 1e30, 1e300])
+        z = np.zeros((3, 3))
+        for i, v in enumerate(x):  # one hot pixel at a time: the bound must stay under its single-pixel node
+            z.flat[0] = v
+            f = nfa._levels(z)
+            exact = nfa._tree_log10_prob(z, c)
+            assert nfa._tree_bound(f, c) <= exact.min(), (c, v)
+            assert nfa._tree_bound(f, c) <= max(nfa.log10_chi2_sf(np.array([v]), c)[0], -1e30) + 1e-8  # table error
 
 
 def test_screening_skips_the_trees_of_good_parts_and_keeps_planted_defects():
