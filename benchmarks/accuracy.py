@@ -85,7 +85,7 @@ def run_main(data: Path, runs: Path, threads: int, epochs: int | None, env: dict
     ep = epochs or spec["epochs"]
     out = runs / f"{data.name}_main"
     cfg = TrainConfig(data=str(data), out=str(out), model="msflow", model_overrides=spec["overrides"], epochs=ep,
-                      threads=threads, progress=False)
+                      threads=threads, progress=False, **spec.get("train", {}))
     t0 = time.time()
     train(cfg)
     t_train = time.time() - t0
@@ -93,16 +93,24 @@ def run_main(data: Path, runs: Path, threads: int, epochs: int | None, env: dict
     result = evaluate(str(out), str(data), threads, report=str(out / "report.html"))
     t_eval = time.time() - t0
     model_cfg = json.loads((out / "config.json").read_text())["model_config"]
-    return row(data.name, "main", model_cfg, ep, result, t_train, t_eval, env,
+    return row(data.name, "main", model_cfg, ep, result, t_train, t_eval, env, augment=augment_label(cfg),
                note=f"edge-train + edge-eval (torch), selected on held-out good loss; report {out / 'report.html'}")
 
 
-def row(dataset, variant, model_cfg, epochs, result, t_train, t_eval, env, note="") -> dict:
+def augment_label(cfg) -> str:
+    parts = [f"{cfg.augment}×{cfg.augment_views}"] if cfg.augment != "none" and cfg.augment_views else []
+    if cfg.augment_flips:
+        parts.append("flips")
+    return "+".join(parts) or "none"
+
+
+def row(dataset, variant, model_cfg, epochs, result, t_train, t_eval, env, note="", augment="none") -> dict:
     c = result.get("complexity") or {}
     return {
         "dataset": dataset, "variant": variant, "backbone": model_cfg["backbone"],
         "weights": weights_label(model_cfg["backbone"]), "input_size": list(model_cfg["input_size"]),
         "subfeatures": model_cfg["subfeatures"], "image_norm": model_cfg.get("image_norm", False),
+        "envelope": model_cfg.get("envelope", False), "augment": augment,
         "flow_depth": list(model_cfg["flow_depth"]), "epochs": epochs,
         "image_auroc": result["image_auroc"], "pixel_auroc": result["pixel_auroc"], "aupro": result["aupro"],
         "per_defect": result["per_defect"],
@@ -196,13 +204,13 @@ def write_tables(rows: list[dict]) -> None:
         "the paper's EfficientNet-B5 (no B5 weights can be installed here). MACs counted by torch's FlopCounterMode on one",
         "image; 'GMACs' equals the 'GFLOPs' of thop/fvcore that papers quote.",
         "",
-        "| data set | variant | backbone | input (H×W) | k | image norm | epochs | image AUROC | pixel AUROC | AUPRO@30% | flow params (M) | backbone params (M) | flow GMACs | backbone GMACs | train wall (s) | eval wall (s) | threads | measured |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data set | variant | backbone | input (H×W) | k | image norm | envelope | augment | epochs | image AUROC | pixel AUROC | AUPRO@30% | flow params (M) | backbone params (M) | flow GMACs | backbone GMACs | train wall (s) | eval wall (s) | threads | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['variant']} | {r['backbone']} | {r['input_size'][0]}×{r['input_size'][1]} | {r['subfeatures']} | "
-            f"{'yes' if r['image_norm'] else 'no'} | {r['epochs']} | {fmt(r['image_auroc'])} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | "
+            f"{'yes' if r['image_norm'] else 'no'} | {'yes' if r.get('envelope') else 'no'} | {r.get('augment', 'none')} | {r['epochs']} | {fmt(r['image_auroc'])} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | "
             f"{fmt(r['params_flow_m'], 2)} | {fmt(r['params_backbone_m'], 2)} | {fmt(r['gmacs_flow'], 3)} | {fmt(r['gmacs_backbone'], 3)} | "
             f"{r['train_wall_s']} | {r['eval_wall_s']} | {r['threads']} | {r['measured_at']} |")
     lines += ["", "## Per defect type (image AUROC vs good / pixel AUROC / AUPRO)", ""]

@@ -205,14 +205,13 @@ def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
             log.flush()
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", holdout=f"{hold:.3f}", img_s=f"{rate:.0f}")
     if getattr(model_cfg, "envelope", False):
-        # the envelope belongs to the selected weights: fit it on those, from the un-augmented good images
+        # the envelope belongs to the selected weights; it is fitted on the same good images, augmented views
+        # included, that the flow learned: what the augmentation declares normal (a tray edge flipped to the
+        # bottom, a part turned round) is inside it
         payload = checkpoint.load_payload(out / "checkpoint.pt")
         model.load_state_dict(payload["state_dict"], strict=False)
         model.flows.eval()
-        plain = train_feats
-        if (cfg.augment != "none" and cfg.augment_views > 0) or cfg.augment_flips:
-            plain = extract(model, train_set, desc="envelope features", progress=cfg.progress)
-        fit_envelope(model, [plain, hold_feats], cfg.batch_size)
+        fit_envelope(model, [train_feats, hold_feats], cfg.batch_size)
         keep = {k: v for k, v in payload.items() if k not in ("format", "kind", "model_config", "state_dict", "path")}
         checkpoint.save(out / "checkpoint.pt", model, keep)
     with open(out / "train.log", "a") as log:
