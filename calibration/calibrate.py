@@ -80,7 +80,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
 
     from . import quantize as q
     from .anomalies import make_anomalies
-    from .export import save_ir, to_openvino
+    from .export import latent_shapes, save_ir, to_openvino
     from .thresholds import pixel_threshold_fair, threshold_at_frr
     from .validate import ValidationSet, accuracy, nfa_flags, null_scale, parity, run_compiled, run_torch
 
@@ -105,6 +105,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
                         f"{model.config.input_size[1]}x{model.config.input_size[0]}: pass --allow-mixed-sizes if that is intended")
     size = model.config.input_size
     channels = list(model.channels)
+    shapes = latent_shapes(model)
     report: dict = {"checkpoint": payload["path"], "model_kind": payload["kind"], "backbone": model.config.backbone,
                     "input_size": list(size), "precision": cfg.precision, "config": asdict(cfg), "warnings": [], "skipped": []}
     bar = tqdm(total=7, desc="calibrate", unit="step", disable=not cfg.progress)
@@ -129,8 +130,8 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     # 2. float export and its reference figures
     float_model = to_openvino(model)
     float_compiled = _compile(float_model)
-    ref_val = run_compiled(float_compiled, vset.frames, channels)
-    ref_hold = run_compiled(float_compiled, hold_frames, channels)
+    ref_val = run_compiled(float_compiled, vset.frames, channels, shapes)
+    ref_hold = run_compiled(float_compiled, hold_frames, channels, shapes)
     golden = hold_frames[:4] + [f for f, lab in zip(vset.frames, vset.labels) if lab][:4]
     torch_golden = run_torch(model, golden)
     report["float"] = {**accuracy(ref_val, vset), "latent_scale_holdout": float(ref_hold.latent_scale.mean()),
@@ -145,10 +146,13 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         frames, n_def = q.calibration_frames(good_frames, target=cfg.calibration_images, seed=cfg.seed)
         report["quantization"] = {"calibration_images": len(frames), "of_which_with_synthetic_defects": n_def}
         for split in q.SPLITS:
-            ignored, n_subnet = q.ignored_names(float_model, model.float_scopes, split)
-            candidate = q.quantize(to_openvino(model), frames, ignored)
+            # names are taken from the very graph that is quantized: the converter numbers unnamed
+            # ops (Multiply_123) afresh on every export, so another export's names miss them
+            source = to_openvino(model)
+            ignored, n_subnet = q.ignored_names(source, model.float_scopes, split)
+            candidate = q.quantize(source, frames, ignored)
             compiled = _compile(candidate)
-            out_val = run_compiled(compiled, vset.frames, channels)
+            out_val = run_compiled(compiled, vset.frames, channels, shapes)
             acc = accuracy(out_val, vset)
             entry = {"split": split, "kept_in_float_ops": len(ignored), "subnet_convs_in_int8": n_subnet, **acc,
                      "image_auroc_drop": report["float"]["image_auroc"] - acc["image_auroc"],
@@ -165,7 +169,8 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         if chosen is None:
             from .metrics import image_auroc
 
-            ignored, _ = q.ignored_names(float_model, model.float_scopes, "backbone")
+            source = to_openvino(model)
+            ignored, _ = q.ignored_names(source, model.float_scopes, "backbone")
             # accuracy control re-validates once per reverted quantizer group: cap its set (balanced, seeded)
             rng = np.random.default_rng(cfg.seed)
             pick = np.concatenate([rng.permutation(np.flatnonzero(vset.labels == lab))[:ACCURACY_CONTROL_PER_CLASS] for lab in (0, 1)])
@@ -174,11 +179,11 @@ def calibrate(cfg: CalibrationConfig) -> dict:
                       "validation images (minutes)", file=sys.stderr)
 
             def metric(compiled_model, data) -> float:
-                out = run_compiled(compiled_model, list(val_frames), channels)
+                out = run_compiled(compiled_model, list(val_frames), channels, shapes)
                 return image_auroc(labels, out.scores)
 
             report["warnings"].append(f"no split kept image AUROC within {cfg.max_drop}: fell back to nncf.quantize_with_accuracy_control")
-            final_model = q.quantize_with_accuracy_control(to_openvino(model), frames, ignored, val_frames, metric, cfg.max_drop)
+            final_model = q.quantize_with_accuracy_control(source, frames, ignored, val_frames, metric, cfg.max_drop)
             chosen = {"split": "backbone, accuracy-controlled", "accepted": True}
         report["quantization"].update(candidates=candidates, chosen=chosen["split"],
                                       why=("the fastest split whose image AUROC drop on the validation set is at most "
@@ -187,10 +192,10 @@ def calibrate(cfg: CalibrationConfig) -> dict:
 
     # 4. validate what ships: parity with torch and float, latent scale, accuracy
     final_compiled = _compile(final_model)
-    out_val = run_compiled(final_compiled, vset.frames, channels)
-    out_hold = run_compiled(final_compiled, hold_frames, channels)
-    float_golden = run_compiled(float_compiled, golden, channels)
-    final_golden = run_compiled(final_compiled, golden, channels)
+    out_val = run_compiled(final_compiled, vset.frames, channels, shapes)
+    out_hold = run_compiled(final_compiled, hold_frames, channels, shapes)
+    float_golden = run_compiled(float_compiled, golden, channels, shapes)
+    final_golden = run_compiled(final_compiled, golden, channels, shapes)
     drift = float(out_hold.latent_scale.mean() / max(ref_hold.latent_scale.mean(), 1e-12) - 1)
     report["shipped"] = {**accuracy(out_val, vset), "latent_scale_holdout": float(out_hold.latent_scale.mean()),
                          "latent_scale_drift_vs_float": drift, "latency_ms_1thread": _latency_ms(final_compiled, golden[0])}
@@ -237,6 +242,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     info = ModelInfo(
         edge_inspect_version=edge.__version__, model_kind=payload["kind"], backbone=model.config.backbone,
         input_height=size[0], input_width=size[1], latent_channels=channels,
+        latent_shapes=[v for hw in shapes for v in hw],
         mean_values=" ".join(f"{255 * m:g}" for m in model.mean), scale_values=" ".join(f"{255 * s:g}" for s in model.std),
         score_kind=f"mean of top {model.config.top_fraction:.0%} of the anomaly map (0.5·Σ_c z²/C summed over scales)",
         image_threshold=thr.threshold, pixel_threshold=pix_thr, normalization_scale=max(thr.threshold, 1e-6),

@@ -26,16 +26,17 @@ class ValidationSet:
     kinds: list[str] = field(default_factory=list)
 
 
-def run_compiled(compiled, frames: list[np.ndarray], channels: list[int]) -> Outputs:
+def run_compiled(compiled, frames: list[np.ndarray], channels: list[int], shapes: list[tuple[int, int]]) -> Outputs:
+    """Run an exported IR (see calibration.export for its outputs); `shapes` = latent_shapes(model)."""
+    from .export import split_zsq
+
     request = compiled.create_infer_request()
-    names = [o.get_any_name() for o in compiled.outputs]
-    zsq_names = sorted((n for n in names if n.startswith("zsq")), key=lambda n: int(n[3:]))
     scores, maps, scale, zsq = [], [], [], []
     for f in frames:
         request.infer({0: f[None]})
         scores.append(float(request.get_tensor("score").data.reshape(-1)[0]))
         maps.append(np.array(request.get_tensor("anomaly_map").data[0, 0], dtype=np.float32))
-        zs = [np.array(request.get_tensor(n).data[0, 0], dtype=np.float32) for n in zsq_names]
+        zs = split_zsq(np.array(request.get_tensor("zsq").data, dtype=np.float32), shapes)
         scale.append(float(np.mean([z.mean() / c for z, c in zip(zs, channels)])))
         zsq.append(zs)
     return Outputs(np.asarray(scores), maps, np.asarray(scale), zsq)

@@ -2,7 +2,16 @@
 
 Keys follow OpenVINO model_api's anomaly conventions (model_type, task, labels, image_threshold,
 pixel_threshold, normalization_scale) plus edge-inspect's own under the same key. The edge reads
-everything it needs from the IR; no sidecar file exists. This module is the one place that
+everything it needs from the IR; no sidecar file exists.
+
+model_api's `AnomalyDetection` reads these keys by name: `image_threshold` is compared with the
+maximum of the IR's first output (`anomaly_map_capped`, whose maximum is our image score, so the
+units agree), `pixel_threshold` with that map's pixels, and `normalization_scale` sets its
+normalised score: clip((x - threshold) / normalization_scale + 0.5, 0, 1), reported as 1 minus
+that for parts it calls normal. `embedded_processing=True` with `orig_height`/`orig_width` tells
+it that pre-processing is inside the graph, so it feeds the u8 BGR frame as it is (it must already
+be at the input size) and does not apply `mean_values`/`scale_values` a second time; those two
+keys only document what the graph does. This module is the one place that
 defines the schema: the host writes with `write_info`, the edge reads with `read_info`.
 """
 
@@ -25,6 +34,9 @@ class ModelInfo:
     image_threshold: float = 0.0
     pixel_threshold: float = 0.0
     normalization_scale: float = 1.0
+    embedded_processing: bool = True  # model_api: pre-processing is in the graph; feed the frame as it is
+    orig_height: int = 0  # model_api: the input size it expects frames at (= input_height/width)
+    orig_width: int = 0
     # edge-inspect's own
     edge_inspect_version: str = ""
     model_kind: str = ""
@@ -38,6 +50,8 @@ class ModelInfo:
     scale_values: str = "127.5 127.5 127.5"
     score_kind: str = ""
     latent_channels: list[int] = field(default_factory=list)
+    # (h, w) of each scale's Σ z² map inside the flat `zsq` output: "h0 w0 h1 w1 ..."
+    latent_shapes: list[int] = field(default_factory=list)
     # per-scale variance of the latent on held-out good images (H0: z ~ N(0, s·I)); empty = all 1
     latent_null_scale: list[float] = field(default_factory=list)
     nfa_epsilon: float = 0.0
@@ -50,9 +64,18 @@ class ModelInfo:
     training_fingerprint: str = ""
     calibrated_at: str = ""
 
+    def __post_init__(self):
+        self.orig_height = self.orig_height or self.input_height
+        self.orig_width = self.orig_width or self.input_width
+
     @property
     def input_size(self) -> tuple[int, int]:
         return self.input_height, self.input_width
+
+    @property
+    def latent_hw(self) -> list[tuple[int, int]]:
+        s = self.latent_shapes
+        return [(int(s[i]), int(s[i + 1])) for i in range(0, len(s) - 1, 2)]
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ModelInfo)}
@@ -67,6 +90,10 @@ def _encode(value) -> str:
 
 def _decode(name: str, text: str):
     kind = _FIELDS[name].type
+    if kind in ("bool", bool):
+        if text not in ("True", "False", "YES", "NO"):
+            raise ValueError("expected True or False")
+        return text in ("True", "YES")
     if kind in ("float", float):
         return float(text)
     if kind in ("int", int):

@@ -1,8 +1,11 @@
 """Load an edge-inspect OpenVINO IR and run it on 8-bit BGR frames.
 
 The IR takes one u8 NHWC BGR image at its input size (normalisation is inside the graph) and
-returns `anomaly_map` (1, 1, H, W), `score` (1,) and `zsq<i>` (1, 1, h_i, w_i): the per-pixel
-Σ_c z_c² of each flow scale, which the NFA detector reads.
+returns `anomaly_map_capped` (for OpenVINO model_api, which reads only the first output),
+`anomaly_map` (1, 1, H, W), `score` (1,) and `zsq` (1, Σ h_s·w_s): the per-pixel Σ_c z_c² of
+every flow scale, flattened and concatenated; the metadata's `latent_shapes` splits it back into
+one map per scale for the NFA detector. IRs from before that packing (one `zsq<i>` output per
+scale) still load.
 """
 
 from __future__ import annotations
@@ -93,7 +96,19 @@ class AnomalyModel:
         names = [o.get_any_name() for o in self.compiled.outputs]
         if "score" not in names or "anomaly_map" not in names:
             raise ModelError(f"model {self.path} lacks the score/anomaly_map outputs: export it with edge-calibrate")
-        self._zsq_names = sorted((n for n in names if n.startswith("zsq")), key=lambda n: int(n[3:]))
+        self._zsq_shapes = self.info.latent_hw
+        if "zsq" in names:
+            if not self._zsq_shapes:
+                raise ModelError(f"model {self.path} has a packed zsq output but no latent_shapes metadata: "
+                                 "re-export it with edge-calibrate")
+            n_zsq = int(np.prod(self.compiled.output("zsq").get_partial_shape().to_shape()))
+            if n_zsq != sum(h * w for h, w in self._zsq_shapes):
+                raise ModelError(f"model {self.path}: zsq has {n_zsq} values but latent_shapes {self.info.latent_shapes} "
+                                 "describe another size: re-export it with edge-calibrate")
+            self._zsq_names = [f"zsq[{i}]" for i in range(len(self._zsq_shapes))]  # one label per scale
+        else:  # older IRs: one output per scale
+            self._zsq_names = sorted((n for n in names if n.startswith("zsq")), key=lambda n: int(n[3:]))
+            self._zsq_shapes = []
         shape = list(self.compiled.input(0).get_partial_shape().to_shape())
         self.input_shape = tuple(shape)  # (1, H, W, 3)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -149,7 +164,12 @@ class AnomalyModel:
         get = request.get_tensor
         score = float(get("score").data.reshape(-1)[0])
         amap = np.array(get("anomaly_map").data[0, 0], dtype=np.float32)
-        zsq = [np.array(get(n).data[0, 0], dtype=np.float32) for n in self._zsq_names]
+        if self._zsq_shapes:
+            flat = np.array(get("zsq").data.reshape(-1), dtype=np.float32)  # one copy; the maps are views of it
+            ends = np.cumsum([h * w for h, w in self._zsq_shapes])
+            zsq = [flat[e - h * w:e].reshape(h, w) for e, (h, w) in zip(ends, self._zsq_shapes)]
+        else:
+            zsq = [np.array(get(n).data[0, 0], dtype=np.float32) for n in self._zsq_names]
         return Inference(score=score, anomaly_map=amap, zsq=zsq)
 
 
