@@ -109,9 +109,23 @@ def test_sighup_reloads_the_threshold_from_the_ir(tmp_path, int8_ir, synthetic_d
     shutil.copy(int8_ir, model)
     shutil.copy(int8_ir.with_suffix(".bin"), model.with_suffix(".bin"))
     video = _video(synthetic_data, tmp_path / "line.mkv", 200, fps=20)
-    proc = _start(["--model", str(model), "--video", str(video), "--source-realtime", "--stdout", "false"])
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(0.2)
+    proc = _start(["--model", str(model), "--video", str(video), "--source-realtime", "--stdout", "false"],
+                  env={"NOTIFY_SOCKET": sock_path})
     try:
-        time.sleep(4)
+        # SIGHUP only once the runtime says READY: its handlers are installed by then (a fixed sleep raced
+        # the start-up on a loaded machine)
+        deadline = time.monotonic() + 120
+        ready = False
+        while not ready and time.monotonic() < deadline:
+            try:
+                ready = "READY=1" in sock.recv(4096).decode()
+            except socket.timeout:
+                assert proc.poll() is None, proc.stderr.read()
+        assert ready, "edge-inspect never sent READY=1"
         m = ov.Core().read_model(str(model))
         update_info(m, image_threshold=123.5)
         # write beside and rename: never truncate a .bin another process (or this one) has mapped
