@@ -24,6 +24,8 @@ import warnings
 import torch
 from torch import nn
 
+from training.models.likelihood import envelope_excess
+
 INPUT_NAME = "image"
 
 
@@ -69,6 +71,8 @@ class ExportGraph(nn.Module):
     def forward(self, x: torch.Tensor):
         _, _, *zsq = self.model.anomaly_outputs(x)  # the model's own map and score are dead code here
         amap = sum(getattr(self, f"ry{i}") @ q @ getattr(self, f"rxt{i}") for i, q in enumerate(zsq))
+        if getattr(self.model.config, "envelope", False):  # the map beyond what good parts reach (training.models.likelihood)
+            amap = envelope_excess(amap, self.model.map_envelope)
         flat = amap.flatten(1)
         k = max(1, int(flat.shape[1] * self.top_fraction))
         score = flat.topk(k, dim=1, sorted=False).values.mean(1)
