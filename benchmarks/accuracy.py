@@ -33,7 +33,9 @@ DEFAULT_DATASETS = ROOT.parent / "shared" / "datasets"
 # per data set: model overrides and epochs of the main run (the shipped default config otherwise)
 MAIN = {
     "magnetic_tile": {"overrides": {"image_norm": True}, "epochs": 20},
-    "lookout_cookie": {"overrides": {"input_size": [320, 240]}, "epochs": 40},
+    # 27 training images: Lite1 features and flipped copies (the tray edge lies at the top or the bottom of the frame)
+    "lookout_cookie": {"overrides": {"input_size": [320, 240], "backbone": "tf_efficientnet_lite1"}, "epochs": 14,
+                       "train": {"augment_flips": True}},
 }
 DEFAULT_MAIN = {"overrides": {}, "epochs": 30}
 ABLATION_SET = "magnetic_tile"
