@@ -158,3 +158,19 @@ class ScriptedSource(Source):
 
     def stop(self):
         self._stop.set()
+
+
+class Recorder:
+    """Stands in for the PLC output: one call per decision."""
+
+    kind = "fake"
+    healthy = True
+
+    def __init__(self):
+        self.sent = []
+
+    def deliver(self, part_id, reject, score, delay_ms=0):
+        self.sent.append((part_id, reject))
+
+    def stats(self):
+        return {"sent": len(self.sent)}

@@ -13,23 +13,7 @@ from edge.audit import AuditLog
 from edge.errors import SourceError
 from edge.pipeline import Pipeline
 from edge.sources import Frame, ReconnectingSource
-from tests.edge.edge_fakes import FakeModel, ScriptedSource, make_cfg
-
-
-class Recorder:
-    """Stands in for the PLC output: one call per decision."""
-
-    kind = "fake"
-    healthy = True
-
-    def __init__(self):
-        self.sent = []
-
-    def deliver(self, part_id, reject, score, delay_ms=0):
-        self.sent.append((part_id, reject))
-
-    def stats(self):
-        return {"sent": len(self.sent)}
+from tests.edge.edge_fakes import FakeModel, Recorder, ScriptedSource, make_cfg
 
 
 def _run(source, model=None, audit=None, **cfg):

@@ -20,26 +20,10 @@ from edge.audit import AuditLog
 from edge.pipeline import Pipeline
 from edge.sources import StreamSource, open_source
 
-from tests.edge.edge_fakes import FakeModel, make_cfg
+from tests.edge.edge_fakes import FakeModel, Recorder, make_cfg
 
 pytestmark = pytest.mark.skipif(not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG),
                                 reason="this OpenCV build has no FFmpeg backend: network streams cannot be read")
-
-
-class Recorder:
-    """Stands in for the PLC output: one call per decision."""
-
-    kind = "fake"
-    healthy = True
-
-    def __init__(self):
-        self.sent = []
-
-    def deliver(self, part_id, reject, score, delay_ms=0):
-        self.sent.append((part_id, reject))
-
-    def stats(self):
-        return {"sent": len(self.sent)}
 
 
 class MjpegServer:
