@@ -59,6 +59,8 @@ SCHEMA: tuple[Key, ...] = (
         choices=("", "nfa", "score", "both")),
     Key("", "threshold", float, math.nan, "override the image threshold stored in the IR (nan: use the IR's)"),
     Key("", "nfa_epsilon", float, math.nan, "override the NFA epsilon stored in the IR (nan: use the IR's, default 0)"),
+    Key("", "nfa_exact_min", bool, False, "record the exact minimum log10 NFA of passing parts too (builds every "
+        "tree: slower); off: a pass whose trees were skipped records the proven bound log10_nfa_bound"),
     Key("", "plc", str, "none", "PLC link URL: bridge:/dev/ttyUSB0, modbus-rtu:/dev/ttyUSB0?unit=1&coil=0, or none"),
     Key("", "serial", str, "", "simple checksummed decision line on a serial port or pyserial URL (instead of --plc)"),
     Key("", "threads", int, 0, "inference threads (0: all cores this process may use)", minimum=0),

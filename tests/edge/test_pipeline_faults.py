@@ -1,6 +1,7 @@
 """Pipeline faults, in process with a numpy stand-in model: every part gets exactly one decision,
 and a part that cannot be decided in time is rejected fail-safe, counted and logged."""
 
+import argparse
 import errno
 import json
 import threading
@@ -219,3 +220,22 @@ def test_nfa_at_latent_size_gives_the_regions_of_the_input_size_map():
     for got, ref in zip(v.regions, full.regions):
         assert got["area"] == ref.area and tuple(got["bbox"]) == ref.bbox
         assert got["log10_nfa"] == pytest.approx(ref.log10_nfa, abs=1e-3)
+
+
+def test_nfa_exact_min_records_the_minimum_of_passing_parts_instead_of_the_bound(tmp_path):
+    from edge import config
+
+    assert config.load(argparse.Namespace(nfa_exact_min=True))["nfa_exact_min"] is True
+    out = {}
+    for exact in (False, True):
+        audit = AuditLog(tmp_path / f"{exact}.jsonl")
+        _run(ScriptedSource(list(range(6)), live=False), audit=audit, decision="nfa", nfa_exact_min=exact)
+        audit.close()
+        out[exact] = [r for r in _records(tmp_path / f"{exact}.jsonl") if "frame" in r]
+    passes = [r for r in out[True] if r["verdict"] == "pass"]
+    assert passes and all(isinstance(r["log10_nfa"], (int, float)) for r in passes)
+    assert all("log10_nfa_bound" not in r for r in passes)
+    # screened (the default): the same verdicts; passes whose trees were skipped carry the proven bound instead
+    assert [r["verdict"] for r in out[False]] == [r["verdict"] for r in out[True]]
+    for r in (r for r in out[False] if r["verdict"] == "pass" and r["log10_nfa"] is None):
+        assert r["log10_nfa_bound"] >= 0.0
