@@ -19,13 +19,13 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import cpu_name  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -59,15 +59,7 @@ def mvtec_sets(root: Path) -> list[Path]:
 def environment(threads: int) -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"device": f"CPU ({cpu}), torch {torch.__version__}", "threads": threads or torch.get_num_threads(),
+    return {"device": f"CPU ({cpu_name()}), torch {torch.__version__}", "threads": threads or torch.get_num_threads(),
             "cpus_visible": len(os.sched_getaffinity(0))}
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import cpu_name  # noqa: E402
 
 from firmware_bridge import protocol as p  # noqa: E402
 from firmware_bridge.bridge import BridgeConfig, BridgeCore  # noqa: E402
@@ -134,16 +135,8 @@ def run(core: str, n: int, period_ms: float, burst: int, baud: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import serial
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
             "pyserial": serial.VERSION, "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from benchmarks.machine import cpu_name  # noqa: E402
 
 import cv2  # noqa: E402
 
@@ -295,10 +296,7 @@ def main() -> int:
             "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()), "codec": args.codec,
             "command": "python benchmarks/edge_pipeline.py " + " ".join(repr(a) if " " in a else a for a in sys.argv[1:]),
             "nice": os.nice(0), "autogroup": _autogroup()}
-    try:
-        meta["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    meta["cpu"] = cpu_name()
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

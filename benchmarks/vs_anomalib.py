@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import cpu_name  # noqa: E402
 BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
 WORK = BENCH / "work" / "vs_anomalib"
@@ -90,16 +90,6 @@ def sh(cmd: list[str], log: Path | None = None, env: dict | None = None) -> int:
         with open(log, "w") as f:
             return subprocess.call([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env)
     return subprocess.call([str(c) for c in cmd], env=env)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------- anomalib's venv
