@@ -292,18 +292,26 @@ def latency(xml: Path, frame: np.ndarray, runs: int, seconds: float) -> dict:
 # --------------------------------------------------------------------------- ours
 
 
-def run_ours(data: Path, linked: Path, epochs: int, force: bool) -> dict:
-    out = WORK / "ours" / linked.name
-    cache = out / "result.json"
+def reuse_or_reset(out: Path, cache: Path, epochs: int, linked: Path, force: bool) -> dict | None:
+    """The cached result of a finished training with the same settings, or None after emptying `out`
+    for a fresh run (failures are retried, never reused)."""
     if cache.is_file() and not force:
         cached = json.loads(cache.read_text())
-        # reuse only a finished training of the same settings; failures are retried
         if cached.get("epochs") == epochs and cached.get("train_view") == linked.name and \
                 cached.get("status", {}).get("train") == "ok":
             return cached
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    return None
+
+
+def run_ours(data: Path, linked: Path, epochs: int, force: bool) -> dict:
+    out = WORK / "ours" / linked.name
+    cache = out / "result.json"
+    cached = reuse_or_reset(out, cache, epochs, linked, force)
+    if cached is not None:
+        return cached
     bin_ = MAIN_VENV / "bin"
     real = data
     data = linked  # the same images (and the same training subset) anomalib gets
@@ -363,15 +371,9 @@ def _last_line(log: Path) -> str:
 def run_anomalib(model: str, data: Path, linked: Path, epochs: int, force: bool) -> dict:
     out = WORK / "anomalib" / model / linked.name
     cache = out / "result_eval.json"
-    if cache.is_file() and not force:
-        cached = json.loads(cache.read_text())
-        # reuse only a finished training of the same settings; failures are retried
-        if cached.get("epochs") == epochs and cached.get("train_view") == linked.name and \
-                cached.get("status", {}).get("train") == "ok":
-            return cached
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    cached = reuse_or_reset(out, cache, epochs, linked, force)
+    if cached is not None:
+        return cached
     n_train = len([p for p in (linked / "train" / "good").iterdir()])
     patches = n_train * (IMAGE_SIZE // 8) ** 2
     ratio = min(0.1, PATCHCORE_MAX_BANK / patches)
