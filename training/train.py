@@ -105,11 +105,12 @@ def fit_envelope(model, feature_sets: list[list[torch.Tensor]], batch_size: int 
     from .models.likelihood import normal_envelope
 
     size = tuple(model.config.input_size)
-    maps = []
+    peak = None  # running per-position max: the maps of every (augmented) image need not be held at once
     for feats in feature_sets:
         for i in range(0, feats[0].shape[0], batch_size):
-            maps.append(model.outputs_from_features([f[i : i + batch_size] for f in feats], size, raw=True)[0])
-    env = normal_envelope(torch.cat(maps))
+            batch = model.outputs_from_features([f[i : i + batch_size] for f in feats], size, raw=True)[0].amax(0, keepdim=True)
+            peak = batch if peak is None else torch.maximum(peak, batch)
+    env = normal_envelope(peak)
     model.map_envelope.copy_(env)
     return env
 
