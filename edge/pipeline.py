@@ -4,9 +4,10 @@ joined by bounded queues.
 * capture: reads the source, stamps each part (id, wall and monotonic capture time, deadline),
   checks and resizes the frame. A live source never waits: a frame that finds the inference
   queue full is rejected fail-safe. A recorded video waits instead (back-pressure).
-* inference: an OpenVINO `AsyncInferQueue` with two requests per stream the compiled model wants
-  for the cores (one runs while the other's callback waits for the GIL); the callback copies
-  the outputs out and hands them on.
+* inference: two infer requests per stream the compiled model wants for the cores
+  (`edge.model.RequestQueue`: no Python runs on OpenVINO's threads; a collector thread copies
+  the score and latent maps out, the anomaly map too only when an evidence archive wants it,
+  and hands them on).
 * decision: the image-score and tree-NFA rules (`edge.decision.decide`).
 * output: the only writer of the audit log, stdout, the PLC link and the evidence archive, so
   every part gets exactly one record and one PLC message.
@@ -91,8 +92,8 @@ class Pipeline:
             raise ModelError(f"model {getattr(model, 'path', '')}: {why}")
         self.deadline_s = cfg["deadline_ms"] / 1000.0
         self.live = bool(getattr(source, "live", False))
-        # Two requests per stream: while one waits for its Python callback (the GIL) the other keeps the
-        # stream's cores busy (+5-9 % FPS on 2 cores against one request per stream, measured).
+        # Two requests per stream: a stream always has a started request while the collector copies the
+        # other's outputs (+5-9 % FPS on 2 cores against one request per stream, measured).
         self.jobs = cfg["infer_requests"] or 2 * model.optimal_requests()
         self.infer_q: queue.Queue = queue.Queue(maxsize=cfg["queue_size"])
         self.decide_q: queue.Queue = queue.Queue()
@@ -245,7 +246,8 @@ class Pipeline:
     def _dispatch(self) -> None:
         aq = None
         try:
-            aq = self.model.async_queue(self.jobs, self._on_result)
+            # the map is copied out of the request only for the evidence archive (see async_queue)
+            aq = self.model.async_queue(self.jobs, self._on_result, keep_map=self.archive is not None)
             while True:
                 part = self.infer_q.get()
                 if part is _END:

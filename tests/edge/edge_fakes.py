@@ -77,7 +77,8 @@ class FakeModel:
             z0[1:4, 1:4] += 400.0
         return FakeResult(score, np.full((h, w), score, np.float32), [z0, z1])
 
-    def async_queue(self, jobs, callback):
+    def async_queue(self, jobs, callback, keep_map=True):
+        self.keep_map = keep_map
         return _FakeQueue(self, jobs, callback)
 
 
@@ -104,6 +105,8 @@ class _FakeQueue:
                 result = RuntimeError("Exception from src/inference/src/infer_request.cpp:\nsimulated device failure")
             else:
                 result = self.model.infer_now(inputs[0][0])
+                if not getattr(self.model, "keep_map", True):
+                    result.anomaly_map = None
             self.callback(result, part)
             with self.lock:
                 self.busy -= 1

@@ -53,3 +53,35 @@ def test_nan_score_is_never_a_pass():
     assert verdict_for_score(float("nan"), 1.0)[0] == "reject"
     assert verdict_for_score(1.0, 1.0)[0] == "reject"
     assert verdict_for_score(0.99, 1.0)[0] == "pass"
+
+
+def test_async_results_without_the_map_keep_score_and_latents(int8_ir):
+    """keep_map=False (no evidence archive) skips only the map copy: the decision inputs match."""
+    model = AnomalyModel(int8_ir)
+    h, w = model.input_size
+    frame = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    got = {}
+    for keep in (True, False):
+        aq = model.async_queue(2, lambda result, tag: got.__setitem__(tag, result), keep_map=keep)
+        aq.start_async({0: frame[None]}, keep)
+        aq.wait_all()
+    assert got[True].anomaly_map.shape == (h, w)
+    assert got[False].anomaly_map is None
+    assert got[False].score == got[True].score
+    for a, b in zip(got[False].zsq, got[True].zsq):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_request_queue_returns_the_request_after_a_rejected_input(int8_ir):
+    """One request: a bad input raises at start and must not leak the request (no deadlock after)."""
+    model = AnomalyModel(int8_ir)
+    h, w = model.input_size
+    got = []
+    aq = model.async_queue(1, lambda result, tag: got.append((tag, result)))
+    with pytest.raises(Exception):
+        aq.start_async({0: np.zeros((1, h + 3, w, 3), np.uint8)}, "bad")
+    for tag in ("a", "b"):
+        aq.start_async({0: np.zeros((1, h, w, 3), np.uint8)}, tag)
+    aq.wait_all()
+    assert [t for t, _ in got] == ["a", "b"]
+    assert got[0][1].score == got[1][1].score

@@ -239,3 +239,22 @@ def test_nfa_exact_min_records_the_minimum_of_passing_parts_instead_of_the_bound
     assert [r["verdict"] for r in out[False]] == [r["verdict"] for r in out[True]]
     for r in (r for r in out[False] if r["verdict"] == "pass" and r["log10_nfa"] is None):
         assert r["log10_nfa_bound"] >= 0.0
+
+
+def test_evidence_archive_keeps_each_reject_with_its_heat_map_and_samples_passes(tmp_path):
+    """With an archive the map is copied out of the inference (keep_map) and drawn over the frame."""
+    from edge.archive import EvidenceArchive
+
+    archive = EvidenceArchive(tmp_path / "ev", quota_bytes=50 << 20, pass_every=10)
+    plc = Recorder()
+    p = Pipeline(make_cfg(), FakeModel(), ScriptedSource(list(range(30)), live=False, bright={4, 21}), plc=plc,
+                 archive=archive, log=lambda m: None)
+    s = p.run()
+    archive.close()
+    files = sorted(f.name for f in (tmp_path / "ev").rglob("*") if f.is_file())
+    assert s["rejects"] == 2
+    for frame in (4, 21):
+        stem = f"{frame:09d}_reject"
+        assert {f"{stem}.json", f"{stem}.jpg", f"{stem}_heat.jpg"} <= set(files)
+    assert len([f for f in files if f.endswith("_pass.json")]) == 28 // 10  # every 10th pass
+    assert archive.stats()["errors"] == 0
