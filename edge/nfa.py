@@ -547,6 +547,38 @@ def _tree_bound(f: np.ndarray, channels: int, order: np.ndarray | None = None) -
     return float(max(np.min(k * tail), _LOG_FLOOR))
 
 
+_BIN_U = 0.1  # bin width of the sort-free bound, in u = sqrt(Z)
+
+
+@lru_cache(maxsize=64)
+def _binned_bound_table(channels: int) -> np.ndarray:
+    """L at the upper edge of each u-bin (`_binned_bound`), less a slack that covers the
+    interpolated table's deviation from monotonicity (~1e-9) and rounding."""
+    table = _chi2_table(channels)
+    m = int(table.u_max // _BIN_U)  # bins [j w, (j+1) w) that lie inside the table's grid
+    upper = table((np.arange(1, m + 1) * _BIN_U) ** 2)
+    return upper - (np.abs(upper) * 1e-7 + 1e-7)
+
+
+def _binned_bound(f: np.ndarray, channels: int) -> float | None:
+    """A cheaper, weaker lower bound than `_tree_bound` (no sort): the levels binned by sqrt(Z).
+
+    For a pixel in bin j = [e_j, e_j+1): its node's area is at most K_j = #{Z >= e_j} and its tail
+    L(Z) >= L(e_j+1) (L decreases), so K L >= K_j L(e_j+1) for both factors' signs (L <= 0). The
+    minimum over occupied bins bounds every value of the scale's map from below, like
+    `_tree_bound`, within a few % of it. None when a level lies beyond the table's grid (the
+    exact bound handles the closed-form tail)."""
+    lhi = _binned_bound_table(channels)
+    m = lhi.size
+    j = np.minimum(np.sqrt(f) * (1.0 / _BIN_U), m).astype(np.intp)  # clipped first: Z may be 1e300
+    if j.size and int(j.max()) >= m:
+        return None
+    counts = np.bincount(j, minlength=m)
+    k = np.cumsum(counts[::-1])[::-1]  # K_j: pixels in bins >= j
+    occupied = counts > 0
+    return float(max(np.min(k[occupied] * lhi[occupied]), _LOG_FLOOR)) if occupied.any() else 0.0
+
+
 def _tree_log10_prob(zsq: np.ndarray, channels: int) -> np.ndarray:
     """(H, W) map: log10 P of the final U-Flow region containing each pixel, 0 outside regions."""
     f = _levels(zsq)
@@ -705,8 +737,9 @@ def tree_nfa_screened(
 ) -> tuple[NFAResult | None, float]:
     """`tree_nfa` for a decision, skipping the trees that provably cannot matter.
 
-    Per scale, a lower bound B_s on every value of its log10 P map (`_tree_bound`: K_k L(f_k),
-    one sort and one table lookup) says, before building the tree, whether the scale can put any
+    First a sort-free bound (`_binned_bound`, the levels binned by sqrt(Z)): when it clears every
+    scale, no tree and no sort is needed. Otherwise, per scale, a lower bound B_s on every value of
+    its log10 P map (`_tree_bound`: K_k L(f_k), one sort and one table lookup) says, before building the tree, whether the scale can put any
     pixel below epsilon (B_s + log10 N_test < epsilon, in the float32 arithmetic of the map) and
     whether it can lower the map's minimum. Scales are built in order of increasing B_s; a scale
     that can do neither is not built (its map is replaced by the constant B_s).
@@ -722,10 +755,14 @@ def tree_nfa_screened(
     out_size = (int(out_size[0]), int(out_size[1]))
     chans = [int(c) for c in channels]
     levels = [_levels(m) for m in maps]
-    orders = [np.argsort(-f, kind="stable") for f in levels]
-    bounds = [_tree_bound(f, c, o) for f, c, o in zip(levels, chans, orders)]
     log_n = np.float32(log10_n_tests_total([m.shape for m in maps]))
     eps = np.float32(epsilon)
+    if not need_min:  # most good parts: the sort-free bound already clears every scale
+        quick = [_binned_bound(f, c) for f, c in zip(levels, chans)]
+        if all(b is not None and np.float32(np.float32(b) + log_n) >= eps for b in quick):
+            return None, float(np.float32(np.float32(min(quick)) + log_n))
+    orders = [np.argsort(-f, kind="stable") for f in levels]
+    bounds = [_tree_bound(f, c, o) for f, c, o in zip(levels, chans, orders)]
     clear = [bool(np.float32(np.float32(b) + log_n) >= eps) for b in bounds]
     lower = float(np.float32(np.float32(min(bounds)) + log_n))
     if not need_min and all(clear):
