@@ -531,6 +531,12 @@ def _tree_bound(f: np.ndarray, channels: int, order: np.ndarray | None = None) -
     (L: the same tail table the tree uses, at the same levels; rounding is monotone). Beyond the
     table's grid, where the tree evaluates the exact tail by continued fraction, the closed form
     Gamma(a, y) >= y^(a-1) e^-y (a = C/2 >= 1) stands in, less a relative slack for rounding."""
+    return float(max(np.min(_bound_terms(f, channels, order)), _LOG_FLOOR))
+
+
+def _bound_terms(f: np.ndarray, channels: int, order: np.ndarray | None = None) -> np.ndarray:
+    """K_k L(f_k) for the levels in processing order (decreasing): a lower bound on log10 P of
+    any node at level f_k (see `_tree_bound`)."""
     if order is None:
         order = np.argsort(-f, kind="stable")
     fs = f[order]  # decreasing
@@ -544,7 +550,7 @@ def _tree_bound(f: np.ndarray, channels: int, order: np.ndarray | None = None) -
         y = 0.5 * fs[:nf]
         lb = ((a - 1.0) * np.log(y) - y - math.lgamma(a)) / _LN10
         tail[:nf] = lb - (np.abs(lb) * 1e-9 + 1e-9)
-    return float(max(np.min(k * tail), _LOG_FLOOR))
+    return k * tail
 
 
 _BIN_U = 0.1  # bin width of the sort-free bound, in u = sqrt(Z)
@@ -585,18 +591,25 @@ def _tree_log10_prob(zsq: np.ndarray, channels: int) -> np.ndarray:
     return _tree_from_levels(f, *np.shape(_as_hw(zsq)), channels)
 
 
-def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.ndarray | None = None) -> np.ndarray:
+def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.ndarray | None = None,
+                      keep: int | None = None) -> np.ndarray:
+    """The scale's (h, w) log10 P map. keep: build only the max-tree of the upper level set made of
+    the first `keep` pixels in processing order (a forest: one root per component); see
+    `tree_nfa_screened` for when that gives the full tree's significant regions exactly."""
     n = h * w
     if order is None:
         order = np.argsort(-f, kind="stable")  # processing order: decreasing Z
-    rank = np.empty(n, dtype=np.intp)
-    rank[order] = np.arange(n)
+    if keep is not None and keep < n:
+        order = order[:keep]
+    m = order.size
+    rank = np.full(n, n, dtype=np.intp)  # pixels left out are never "processed before"
+    rank[order] = np.arange(m)
 
     # Each 4-neighbour edge is handled when its later-processed end p is processed; listing the
     # edges by rank[p] gives Berger's max-tree algorithm as a flat loop over edges.
     nb = _grid_neighbours(h, w)[order]  # rows in processing order
     rank_ext = np.append(rank, n)  # the sentinel neighbour is never "processed before"
-    earlier = rank_ext[nb] < np.arange(n)[:, None]
+    earlier = rank_ext[nb] < np.arange(m)[:, None]
     ep_l = np.broadcast_to(order[:, None], nb.shape)[earlier].tolist()
     eq_l = nb[earlier].tolist()
 
@@ -633,7 +646,7 @@ def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.nd
             rep[zp] = p
 
     par = np.array(parent, dtype=np.intp)
-    root = int(order[-1])
+    is_root = par == np.arange(n)  # the whole grid: one root (the last pixel); a level set: one per component
     # Canonicalise (ties): every pixel must point to the level root of its parent's level component.
     pp = par[par]
     if np.any((f[pp] == f[par]) & (pp != par)):
@@ -642,14 +655,14 @@ def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.nd
             if f[parent[q]] == f[q]:
                 parent[x] = parent[q]
         par = np.array(parent, dtype=np.intp)
-    canon = (f[par] != f) | (np.arange(n) == root)
+    canon = (f[par] != f) | is_root
 
     nodes = order[canon[order]]  # canonical pixels, decreasing level (children first)
     area_a = np.array(area, dtype=np.float64)
     lp_node = np.zeros(n, dtype=np.float64)
     lp_node[nodes] = np.maximum(area_a[nodes] * _chi2_table(channels)(f[nodes]), _LOG_FLOOR)
     node_par = par[nodes]
-    not_root = nodes != root
+    not_root = ~is_root[nodes]
     nchild = np.bincount(node_par[not_root], minlength=n)
 
     # Prune/merge to the fixed point, as one bottom-up pass: a subtree either collapses to one
@@ -687,13 +700,12 @@ def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.nd
 
     best_a = np.array(best, dtype=np.intp)
     coll = best_a >= 0
-    final_src = nodes[coll[nodes] & ((nodes == root) | ~coll[node_par])]
+    final_src = nodes[coll[nodes] & (is_root[nodes] | ~coll[node_par])]
     is_final = np.zeros(n, dtype=bool)
     is_final[best_a[final_src]] = True
 
     # Pixel -> nearest final ancestor-or-self (pointer doubling), else none.
-    stop = is_final.copy()
-    stop[root] = True
+    stop = is_final | is_root
     jump = np.where(stop, np.arange(n), par)
     while True:
         nxt = jump[jump]
@@ -745,11 +757,17 @@ def tree_nfa_screened(
     that can do neither is not built (its map is replaced by the constant B_s).
 
     Returns (result, lower_bound) where lower_bound = min_s B_s + log10 N_test <= every value of
-    the exact map. With need_min=False and no scale able to reach epsilon, returns (None,
-    lower_bound): no region exists, no tree was built. Otherwise result.mask, result.regions
-    (areas, boxes, values, scales) and result.min_log10_nfa equal tree_nfa's exactly; the map
-    itself is exact where it is below epsilon and at its minimum, and may be lower (never below
-    epsilon) elsewhere. NaN raises ValueError like tree_nfa.
+    the exact map.
+
+    need_min=False (the decision): only the upper level sets that can hold a significant node are
+    built; returns (None, lower_bound) when no region exists, else a result whose mask, regions
+    (areas, boxes, values, scales) and min_log10_nfa equal tree_nfa's exactly (the map may
+    differ from tree_nfa's where it is not below epsilon).
+
+    need_min=True: whole trees for the scales that can reach epsilon or lower the minimum;
+    result.mask, result.regions and result.min_log10_nfa equal tree_nfa's exactly; the map itself
+    is exact where it is below epsilon and at its minimum, and may be lower (never below epsilon)
+    elsewhere. NaN raises ValueError like tree_nfa.
     """
     maps = _prep_scales(zsq, channels)
     out_size = (int(out_size[0]), int(out_size[1]))
@@ -762,11 +780,32 @@ def tree_nfa_screened(
         if all(b is not None and np.float32(np.float32(b) + log_n) >= eps for b in quick):
             return None, float(np.float32(np.float32(min(quick)) + log_n))
     orders = [np.argsort(-f, kind="stable") for f in levels]
-    bounds = [_tree_bound(f, c, o) for f, c, o in zip(levels, chans, orders)]
+    terms = [_bound_terms(f, c, o) for f, c, o in zip(levels, chans, orders)]
+    bounds = [float(max(np.min(t), _LOG_FLOOR)) for t in terms]
     clear = [bool(np.float32(np.float32(b) + log_n) >= eps) for b in bounds]
     lower = float(np.float32(np.float32(min(bounds)) + log_n))
-    if not need_min and all(clear):
-        return None, lower
+    if not need_min:
+        if all(clear):
+            return None, lower
+        # Only the significant regions matter here, and a node at level f_k has log10 P >= K_k L(f_k):
+        # below the lowest level whose term can reach epsilon every node is insignificant. The
+        # max-tree of the upper level set above that level has the full tree's nodes there, and its
+        # pruning keeps the same significant regions (an insignificant node never wins a merge
+        # against a significant child, nor replaces one on its branch). So only that level set is
+        # built (a few pixels of a defect instead of the whole map); a pass then records the bound.
+        slack = 1e-6 * (abs(float(log_n)) + abs(float(eps)) + 1.0)
+        per = []
+        for s, (f, t, o) in enumerate(zip(levels, terms, orders)):
+            h, w = maps[s].shape
+            if clear[s]:
+                per.append(np.full((h, w), bounds[s]))
+                continue
+            hit = np.flatnonzero(t + (float(log_n) - slack * (1.0 + np.abs(t))) < float(eps))
+            per.append(_tree_from_levels(f, h, w, chans[s], o, keep=int(hit[-1]) + 1).reshape(h, w))
+        total = _combine(per, out_size, upsample, np.minimum)
+        total += log_n
+        res = _finish(total, per, out_size, upsample, epsilon)
+        return (res, lower) if res.regions else (None, lower)
     per: list = [None] * len(maps)
     m32 = math.inf
     for s in sorted(range(len(maps)), key=lambda i: bounds[i]):

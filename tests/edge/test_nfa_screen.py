@@ -49,10 +49,12 @@ def test_screened_tree_gives_tree_nfa_mask_regions_and_minimum_exactly(eps):
         assert lower <= ref.min_log10_nfa
         skipped, lower2 = nfa.tree_nfa_screened(zsq, CHANNELS, (32, 32), eps, need_min=False)
         assert lower2 <= lower  # the sort-free pre-screen may prove a weaker (still valid) bound
-        if skipped is None:  # skipping the trees is only allowed when no region exists
-            assert not ref.regions and lower >= eps
-        else:
-            assert _region_tuples(skipped) == _region_tuples(ref)
+        if skipped is None:  # only when no region exists (bound or level-set trees)
+            assert not ref.regions
+        else:  # regions from the level-set trees: exactly the full tree's
+            assert ref.regions and _region_tuples(skipped) == _region_tuples(ref)
+            np.testing.assert_array_equal(skipped.mask, ref.mask)
+            assert skipped.min_log10_nfa == ref.min_log10_nfa
 
 
 def test_bound_is_below_every_value_of_every_scale_map():
