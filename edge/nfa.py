@@ -805,7 +805,8 @@ def tree_nfa_screened(
         total = _combine(per, out_size, upsample, np.minimum)
         total += log_n
         res = _finish(total, per, out_size, upsample, epsilon)
-        return (res, lower) if res.regions else (None, lower)
+        # no significant node: every value of the map is >= epsilon, whatever the bound said
+        return (res, lower) if res.regions else (None, max(lower, float(eps)))
     per: list = [None] * len(maps)
     m32 = math.inf
     for s in sorted(range(len(maps)), key=lambda i: bounds[i]):
