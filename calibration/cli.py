@@ -2,6 +2,7 @@
 
     edge-calibrate --checkpoint RUN_DIR --data DIR --out tile.xml [--precision int8|fp16|fp32] [--target-frr 0.005]
     edge-calibrate --model tile.xml --set image_threshold=3.2     (rewrite metadata, no re-export)
+    edge-calibrate --model tile.xml --rethreshold GOOD_DIR [--target-frr 0.005]   (on site, from good parts)
 """
 
 from __future__ import annotations
@@ -44,10 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-mixed-sizes", action="store_true", help="accept images of different sizes (each is resized to the input)")
     ap.add_argument("--model", help="with --set: an existing IR whose metadata to rewrite")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="rewrite one metadata key")
+    ap.add_argument("--rethreshold", metavar="GOOD_DIR", help="with --model: set image_threshold at --target-frr from "
+                                                              "good parts imaged at the line (no re-export)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
-        if a.set:
+        if a.rethreshold:
+            if not a.model:
+                raise EdgeError("--rethreshold needs --model tile.xml")
+            from .rethreshold import rethreshold
+
+            result = rethreshold(a.model, a.rethreshold, a.target_frr)
+        elif a.set:
             if not a.model:
                 raise EdgeError("--set needs --model tile.xml")
             result = set_metadata(a.model, a.set)
