@@ -230,21 +230,17 @@ class _Chi2Log10SF:
         self.u_max = u[-1]
         self.f = f
         self.d = dfdu * du  # derivatives scaled to unit spacing
+        # the same cubic Hermite per interval in power form (Horner: 3 multiply-adds per value)
+        f0, f1, d0, d1 = f[:-1], f[1:], self.d[:-1], self.d[1:]
+        self._c = np.stack([f0, d0, 3 * (f1 - f0) - 2 * d0 - d1, 2 * (f0 - f1) + d0 + d1], 1)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        u = np.minimum(np.sqrt(np.maximum(x, 0.0)) / self.du, self.f.size - 1)
+        u = np.minimum(np.sqrt(np.maximum(x, 0.0)) * (1.0 / self.du), self.f.size - 1)
         i = np.minimum(u.astype(np.intp), self.f.size - 2)
         t = u - i
-        f0, f1, d0, d1 = self.f[i], self.f[i + 1], self.d[i], self.d[i + 1]
-        t2 = t * t
-        t3 = t2 * t
-        out = (
-            (2 * t3 - 3 * t2 + 1) * f0
-            + (t3 - 2 * t2 + t) * d0
-            + (-2 * t3 + 3 * t2) * f1
-            + (t3 - t2) * d1
-        )
+        c = self._c[i]
+        out = ((c[..., 3] * t + c[..., 2]) * t + c[..., 1]) * t + c[..., 0]
         far = x > self.u_max * self.u_max
         if far.any():
             out[far] = log10_chi2_sf(x[far], self.k)
