@@ -772,8 +772,13 @@ def tree_nfa_screened(
     log_n = np.float32(log10_n_tests_total([m.shape for m in maps]))
     eps = np.float32(epsilon)
     if not need_min:  # most good parts: the sort-free bound already clears every scale
-        quick = [_binned_bound(f, c) for f, c in zip(levels, chans)]
-        if all(b is not None and np.float32(np.float32(b) + log_n) >= eps for b in quick):
+        quick = []
+        for f, c in zip(levels, chans):  # stop at the first scale it cannot clear (a defect)
+            b = _binned_bound(f, c)
+            if b is None or np.float32(np.float32(b) + log_n) < eps:
+                break
+            quick.append(b)
+        else:
             return None, float(np.float32(np.float32(min(quick)) + log_n))
     orders = [np.argsort(-f, kind="stable") for f in levels]
     terms = [_bound_terms(f, c, o) for f, c, o in zip(levels, chans, orders)]
