@@ -38,6 +38,7 @@ from .errors import EdgeError, FrameError, ModelError
 from .preprocess import prepare
 
 _END = object()
+EVIDENCE_BACKLOG = 32  # queued decisions that may still hold their frame and map for the archive (~0.5 MB each)
 
 
 @dataclass(eq=False)
@@ -98,6 +99,7 @@ class Pipeline:
         self.infer_q: queue.Queue = queue.Queue(maxsize=cfg["queue_size"])
         self.out_q: queue.Queue = queue.Queue()
         self.inflight: dict[int, Part] = {}
+        self._evidence_backlog = False
         self.lock = threading.Lock()
         self.next_id = 0
         self.stop = threading.Event()
@@ -174,6 +176,19 @@ class Pipeline:
             # parts, +260 MB RSS, in a 20 000-frame soak).
             inference = None
             part.image = part.frame_image = None
+        elif self.out_q.qsize() >= EVIDENCE_BACKLOG:
+            # The output thread is behind (slow disk or PLC link): the decision and its record still go
+            # out, but its frame and map are not held in memory for the archive (which then keeps the
+            # record alone). Counted, and alarmed once per backlog.
+            inference = None
+            part.image = part.frame_image = None
+            self.counters.add("evidence_dropped_backlog")
+            if not self._evidence_backlog:
+                self._evidence_backlog = True
+                self.alarm("evidence_backlog", f"output is {EVIDENCE_BACKLOG}+ parts behind: archiving decisions "
+                                               "without their frames until it catches up")
+        elif self._evidence_backlog and self.out_q.qsize() < EVIDENCE_BACKLOG // 2:
+            self._evidence_backlog = False
         self.out_q.put((d, part, inference))
         return True
 

@@ -258,3 +258,37 @@ def test_evidence_archive_keeps_each_reject_with_its_heat_map_and_samples_passes
         assert {f"{stem}.json", f"{stem}.jpg", f"{stem}_heat.jpg"} <= set(files)
     assert len([f for f in files if f.endswith("_pass.json")]) == 28 // 10  # every 10th pass
     assert archive.stats()["errors"] == 0
+
+
+def test_a_slow_output_keeps_every_decision_but_stops_holding_frames_for_the_archive(tmp_path):
+    """With an evidence archive the queued decisions held frames and maps without bound while the
+    output thread was behind; now at most EVIDENCE_BACKLOG of them do, the rest are archived as
+    records alone, counted and alarmed, and no decision or PLC message is lost."""
+    from edge.archive import EvidenceArchive
+    from edge.pipeline import EVIDENCE_BACKLOG
+
+    class SlowPlc(Recorder):
+        def deliver(self, part_id, reject, score, delay_ms=0):
+            time.sleep(0.01)
+            super().deliver(part_id, reject, score, delay_ms)
+
+    archive = EvidenceArchive(tmp_path / "ev", quota_bytes=200 << 20, pass_every=1)
+    plc = SlowPlc()
+    p = Pipeline(make_cfg(), FakeModel(), ScriptedSource(list(range(150)), live=False, bright={5, 140}), plc=plc,
+                 archive=archive, log=lambda m: None)
+    held = []
+    put = p.out_q.put
+
+    def watch(item, *a, **k):
+        if isinstance(item, tuple) and len(item) == 3 and item[2] is not None:
+            held.append(sum(1 for q in list(p.out_q.queue) if isinstance(q, tuple) and len(q) == 3 and q[2] is not None))
+        put(item, *a, **k)
+
+    p.out_q.put = watch
+    s = p.run()
+    archive.close()
+    assert s["decisions"] == 150 and len(plc.sent) == 150
+    assert max(held) <= EVIDENCE_BACKLOG <= 64
+    assert p.counters.get("evidence_dropped_backlog") > 0 and p.counters.get("alarm:evidence_backlog") >= 1
+    records = sorted(f.name for f in (tmp_path / "ev").rglob("*.json"))
+    assert len(records) == 150  # every decision archived, with or without its images
