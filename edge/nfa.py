@@ -527,7 +527,12 @@ def _tree_bound(f: np.ndarray, channels: int, order: np.ndarray | None = None) -
     (L: the same tail table the tree uses, at the same levels; rounding is monotone). Beyond the
     table's grid, where the tree evaluates the exact tail by continued fraction, the closed form
     Gamma(a, y) >= y^(a-1) e^-y (a = C/2 >= 1) stands in, less a relative slack for rounding."""
-    return float(max(np.min(_bound_terms(f, channels, order)), _LOG_FLOOR))
+    return _bound_of(_bound_terms(f, channels, order))
+
+
+def _bound_of(terms: np.ndarray) -> float:
+    """The scale's bound from its `_bound_terms`: their minimum, floored like the tree's values."""
+    return float(max(np.min(terms), _LOG_FLOOR))
 
 
 def _bound_terms(f: np.ndarray, channels: int, order: np.ndarray | None = None) -> np.ndarray:
@@ -771,20 +776,24 @@ def tree_nfa_screened(
     levels = [_levels(m) for m in maps]
     log_n = np.float32(log10_n_tests_total([m.shape for m in maps]))
     eps = np.float32(epsilon)
+
+    def on_map(b: float) -> np.float32:  # a per-scale bound as the float32 map value it bounds
+        return np.float32(np.float32(b) + log_n)
+
     if not need_min:  # most good parts: the sort-free bound already clears every scale
         quick = []
         for f, c in zip(levels, chans):  # stop at the first scale it cannot clear (a defect)
             b = _binned_bound(f, c)
-            if b is None or np.float32(np.float32(b) + log_n) < eps:
+            if b is None or on_map(b) < eps:
                 break
             quick.append(b)
         else:
-            return None, float(np.float32(np.float32(min(quick)) + log_n))
+            return None, float(on_map(min(quick)))
     orders = [np.argsort(-f, kind="stable") for f in levels]
     terms = [_bound_terms(f, c, o) for f, c, o in zip(levels, chans, orders)]
-    bounds = [float(max(np.min(t), _LOG_FLOOR)) for t in terms]
-    clear = [bool(np.float32(np.float32(b) + log_n) >= eps) for b in bounds]
-    lower = float(np.float32(np.float32(min(bounds)) + log_n))
+    bounds = [_bound_of(t) for t in terms]
+    clear = [bool(on_map(b) >= eps) for b in bounds]
+    lower = float(on_map(min(bounds)))
     if not need_min:
         if all(clear):
             return None, lower
