@@ -170,27 +170,31 @@ class Pipeline:
                      log10_nfa_bound=verdict.log10_nfa_bound)
         if verdict.rule == "failsafe":
             self.counters.add(f"failsafe:{category or 'other'}")
-        if self.archive is None:
-            # Only the evidence archive reads the frame and the maps: without one, do not hold ~0.5 MB
-            # per part while its record waits for the output thread (a slow fsync once queued 1000
-            # parts, +260 MB RSS, in a 20 000-frame soak).
+        # Only the evidence archive reads the frame and the maps. Without one, do not hold ~0.5 MB per
+        # part while its record waits for the output thread (a slow fsync once queued 1000 parts,
+        # +260 MB RSS, in a 20 000-frame soak). With one, hold them for at most EVIDENCE_BACKLOG
+        # queued parts: past that the output thread is behind (slow disk or PLC link), the decision and
+        # its record still go out and the archive keeps the record alone (counted, alarmed once per backlog).
+        if self.archive is None or self._evidence_backlogged():
             inference = None
             part.image = part.frame_image = None
-        elif self.out_q.qsize() >= EVIDENCE_BACKLOG:
-            # The output thread is behind (slow disk or PLC link): the decision and its record still go
-            # out, but its frame and map are not held in memory for the archive (which then keeps the
-            # record alone). Counted, and alarmed once per backlog.
-            inference = None
-            part.image = part.frame_image = None
+        self.out_q.put((d, part, inference))
+        return True
+
+    def _evidence_backlogged(self) -> bool:
+        """True when EVIDENCE_BACKLOG or more parts wait for the output thread (counted; alarmed once
+        per backlog, which ends when the queue falls below half of that)."""
+        queued = self.out_q.qsize()
+        if queued >= EVIDENCE_BACKLOG:
             self.counters.add("evidence_dropped_backlog")
             if not self._evidence_backlog:
                 self._evidence_backlog = True
                 self.alarm("evidence_backlog", f"output is {EVIDENCE_BACKLOG}+ parts behind: archiving decisions "
                                                "without their frames until it catches up")
-        elif self._evidence_backlog and self.out_q.qsize() < EVIDENCE_BACKLOG // 2:
+            return True
+        if queued < EVIDENCE_BACKLOG // 2:
             self._evidence_backlog = False
-        self.out_q.put((d, part, inference))
-        return True
+        return False
 
     def _failsafe(self, part: Part, category: str, reason: str) -> bool:
         return self._finish(part, failsafe(reason), category=category)
