@@ -114,18 +114,6 @@ def latent_shapes(model: nn.Module) -> list[tuple[int, int]]:
     return [(int(q.shape[-2]), int(q.shape[-1])) for q in zsq]
 
 
-def split_zsq(flat, shapes) -> list:
-    """The flat `zsq` output -> one (h, w) map per scale (views, no copy)."""
-    import numpy as np
-
-    flat = np.asarray(flat).reshape(-1)
-    sizes = [h * w for h, w in shapes]
-    if flat.size != sum(sizes):
-        raise ValueError(f"zsq has {flat.size} values, latent_shapes {list(shapes)} need {sum(sizes)}")
-    ends = np.cumsum(sizes)
-    return [flat[e - n:e].reshape(h, w) for e, n, (h, w) in zip(ends, sizes, shapes)]
-
-
 def to_openvino(model: nn.Module):
     """torch model -> ov.Model with embedded pre-processing and named outputs."""
     import openvino as ov

@@ -28,7 +28,7 @@ class ValidationSet:
 
 def run_compiled(compiled, frames: list[np.ndarray], channels: list[int], shapes: list[tuple[int, int]]) -> Outputs:
     """Run an exported IR (see calibration.export for its outputs); `shapes` = latent_shapes(model)."""
-    from .export import split_zsq
+    from edge.model import split_zsq
 
     request = compiled.create_infer_request()
     scores, maps, scale, zsq = [], [], [], []

@@ -156,12 +156,21 @@ class AnomalyModel:
         score = float(get("score").data.reshape(-1)[0])
         amap = np.array(get("anomaly_map").data[0, 0], dtype=np.float32) if keep_map else None
         if self._zsq_shapes:
-            flat = np.array(get("zsq").data.reshape(-1), dtype=np.float32)  # one copy; the maps are views of it
-            ends = np.cumsum([h * w for h, w in self._zsq_shapes])
-            zsq = [flat[e - h * w:e].reshape(h, w) for e, (h, w) in zip(ends, self._zsq_shapes)]
+            # one copy out of the request; the maps are views of it
+            zsq = split_zsq(np.array(get("zsq").data, dtype=np.float32), self._zsq_shapes)
         else:
             zsq = [np.array(get(n).data[0, 0], dtype=np.float32) for n in self._zsq_names]
         return Inference(score=score, anomaly_map=amap, zsq=zsq)
+
+
+def split_zsq(flat, shapes) -> list:
+    """The flat `zsq` output -> one (h, w) map per scale (views, no copy)."""
+    flat = np.asarray(flat).reshape(-1)
+    sizes = [h * w for h, w in shapes]
+    if flat.size != sum(sizes):
+        raise ValueError(f"zsq has {flat.size} values, latent_shapes {list(shapes)} need {sum(sizes)}")
+    ends = np.cumsum(sizes)
+    return [flat[e - n:e].reshape(h, w) for e, n, (h, w) in zip(ends, sizes, shapes)]
 
 
 def default_threads() -> int:

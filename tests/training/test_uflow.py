@@ -112,7 +112,8 @@ def test_openvino_parity_and_float_scope(tiny):
     x = (x - torch.tensor(tiny.mean).view(1, 3, 1, 1)) / torch.tensor(tiny.std).view(1, 3, 1, 1)
     with torch.no_grad():
         want = tiny.anomaly_outputs(x)
-    from calibration.export import latent_shapes, split_zsq
+    from calibration.export import latent_shapes
+    from edge.model import split_zsq
 
     got = split_zsq(res[compiled.output("zsq")], latent_shapes(tiny))
     for g, w in zip(got, want[2:]):
