@@ -21,12 +21,12 @@ MIN_GOOD = 20
 
 
 def good_images(folder: str | Path) -> list[Path]:
-    from edge.preprocess import IMAGE_SUFFIXES
+    from training.data import _images
 
     folder = Path(folder)
     if not folder.is_dir():
         raise EdgeError(f"good-image folder {folder} not found: pass a folder of good parts imaged at the line")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return _images(folder)
 
 
 def site_scores(model_path: str | Path, files: list[Path]) -> list[float]:
