@@ -141,8 +141,6 @@ def make_line_video(data: str, path: Path, size: tuple[int, int], defect_every: 
     """A conveyor video from real images of an MVTec-layout folder: every test/good image, with one
     defective test image (each defect kind in turn) after every `defect_every` good ones, each
     resized to the camera frame `size` (h, w). Returns the mix."""
-    import numpy as np
-
     from edge.preprocess import read_image
 
     test = Path(data) / "test"
@@ -349,7 +347,7 @@ def main() -> int:
                f"decision, audit log, PLC) | {pipe['fps']:.2f} FPS |",
                f"| ratio to benchmark_app (mean of before/after), median of {len(c['throughput_ratios_all_runs'])} runs | "
                f"**{100 * c['throughput_ratio']:.1f} %** |",
-               f"| every run: ratio (pipeline FPS) | " + " / ".join(
+               "| every run: ratio (pipeline FPS) | " + " / ".join(
                    f"{100 * r:.1f} % ({f:.1f})" for r, f in zip(c["throughput_ratios_all_runs"], c["pipeline_fps_all_runs"])) + " |",
                f"| benchmark_app FPS, every run in order | {' / '.join(f'{f:.1f}' for f in c['benchmark_app_fps_all_runs'])} |",
                f"| frame->decision latency p50 / p99 | {pipe['latency_p50_ms']} / {pipe['latency_p99_ms']} ms |",

@@ -193,7 +193,7 @@ def write(results: list[dict], meta: dict) -> None:
         d_pix = pr["int8"]["pixel_auroc"] - pr["fp32"]["pixel_auroc"]
         ok = lambda c: "met" if c else "NOT met"  # noqa: E731
         lines += ["", "Issue 5 acceptance, this run:", "",
-                  f"- INT8 / FP32 p50 latency, both at f32: " + ", ".join(f"{t} thread(s) {v:.2f}" for t, v in r1.items())
+                  "- INT8 / FP32 p50 latency, both at f32: " + ", ".join(f"{t} thread(s) {v:.2f}" for t, v in r1.items())
                   + f" (target ≤ 0.60: {ok(all(v <= 0.6 for v in r1.values()))});",
                   f"- INT8 (f32) / FP32 at OpenVINO's default (ran as {', '.join(sorted(dflt_as))}): "
                   + ", ".join(f"{t} thread(s) {v:.2f}" for t, v in r2.items()) + f" (target ≤ 1.00: {ok(all(v <= 1.0 for v in r2.values()))}); "

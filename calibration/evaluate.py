@@ -22,9 +22,8 @@ from edge.errors import EdgeError
 
 
 def evaluate(model_path: str, data: str, threads: int = 0, report: str | None = None) -> dict:
-    from training.data import load_folder, load_mask
+    from training.data import load_folder
 
-    from .metrics import aupro, image_auroc, pixel_auroc
     from .scoring import score_ir, score_torch
 
     folder = load_folder(data, require_test=True)

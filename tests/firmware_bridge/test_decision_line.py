@@ -1,14 +1,12 @@
 """The walking skeleton's checksummed decision line, over loop:// and a real pty."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-import serial
 
 from firmware_bridge.line import LineLink, LineMessage, LinkError, decode, encode
 from tests.helpers import REPO
