@@ -82,7 +82,8 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     from .anomalies import make_anomalies
     from .export import latent_shapes, save_ir, to_openvino
     from .thresholds import pixel_threshold_fair, threshold_at_frr
-    from .validate import ValidationSet, accuracy, nfa_flags, null_scale, parity, run_compiled, run_torch
+    from .segmentation import null_scale
+    from .validate import ValidationSet, accuracy, nfa_flags, parity, run_compiled, run_torch
 
     if cfg.precision not in ("int8", "fp16", "fp32"):
         raise EdgeError(f"unknown precision {cfg.precision!r}: use int8, fp16 or fp32")

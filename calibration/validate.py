@@ -42,21 +42,6 @@ def run_compiled(compiled, frames: list[np.ndarray], channels: list[int], shapes
     return Outputs(np.asarray(scores), maps, np.asarray(scale), zsq)
 
 
-def null_scale(good_zsq: list[list[np.ndarray]], channels: list[int]) -> list[float]:
-    """Per-scale variance factor of the latent on held-out good images (H0: z ~ N(0, s·I)).
-
-    A flow's latent on good parts it never saw is often wider than N(0, I); the tree NFA then
-    fires on good parts. s = empirical 0.999 quantile of Σ_c z² / the χ²_C 0.999 quantile, never
-    below 1 (the tail the detector looks at; see docs/nfa.md)."""
-    from scipy.stats import chi2
-
-    out = []
-    for i, c in enumerate(channels):
-        z = np.concatenate([q[i].reshape(-1) for q in good_zsq]).astype(np.float64)
-        out.append(float(max(1.0, np.quantile(z, 0.999) / chi2.ppf(0.999, c))))
-    return out
-
-
 def nfa_flags(zsq: list[list[np.ndarray]], channels: list[int], size: tuple[int, int], epsilon: float,
               scale: list[float]) -> np.ndarray:
     """Per image: does the tree NFA find any region with log10 NFA < epsilon (after null scaling)?"""
