@@ -1,6 +1,6 @@
 """edge-train: learn a flow from images of good parts only.
 
-    edge-train --data DIR --out RUN_DIR [--model msflow] [--config FILE.json] [--epochs 20]
+    edge-train --data DIR --out RUN_DIR [--model msflow] [--preset surface] [--config FILE.json] [--epochs 20]
 """
 
 from __future__ import annotations
@@ -13,6 +13,19 @@ from pathlib import Path
 from edge.errors import EdgeError
 
 
+def model_preset(model: str, name: str) -> dict:
+    """A model's named configuration (its module's PRESETS), or an EdgeError naming the choices."""
+    import importlib
+
+    try:
+        presets = importlib.import_module(f"training.models.{model}").PRESETS
+    except (ImportError, AttributeError):
+        raise EdgeError(f"model {model!r} has no named presets: pass --config FILE or --set KEY=VALUE") from None
+    if name not in presets:
+        raise EdgeError(f"model {model!r} has no preset {name!r}: choose one of {', '.join(presets)}")
+    return presets[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     from .train import TrainConfig
 
@@ -21,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, help="MVTec-layout folder or a folder of good images")
     ap.add_argument("--out", required=True, help="run folder to write")
     ap.add_argument("--model", default=d.model)
+    ap.add_argument("--preset", help="named model configuration (msflow: default, surface, paper_b5, wrn50); "
+                                     "--config and --set override it")
     ap.add_argument("--config", help="JSON file of model config overrides (e.g. {\"input_size\": [256, 256]})")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="one model config override")
     ap.add_argument("--epochs", type=int, default=d.epochs)
@@ -39,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
-        overrides = {}
+        overrides = dict(model_preset(a.model, a.preset)) if a.preset else {}
         if a.config:
             path = Path(a.config)
             if not path.is_file():

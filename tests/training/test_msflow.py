@@ -40,6 +40,24 @@ def test_registered_and_presets():
     assert make_config("msflow", PRESETS["paper_b5"]).backbone == "tf_efficientnet_b5"
 
 
+def test_surface_preset_gives_the_default_grids_from_deeper_stages():
+    """`surface` reads stride 8/16/32 stages unpooled: the flows see the same 32/16/8 grids at 256 px as the
+    default (so the NFA's test counts and the edge's cost of the map stay put), with deeper features."""
+    default = create_model("msflow", make_config("msflow", {}), random_init=True)
+    surface = create_model("msflow", make_config("msflow", PRESETS["surface"]), random_init=True)
+    assert surface.shapes == default.shapes == [(32, 32), (16, 16), (8, 8)]
+    assert surface.channels[-1] > default.channels[-1]  # the stride-32 stage is wider than the stride-16 one
+    assert [len(f.blocks) for f in surface.flows] == [4, 6, 8]
+
+
+def test_edge_train_names_an_unknown_preset(tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset", "nope"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no preset 'nope'" in err[0] and "surface" in err[0]
+
+
 def test_invertible(tiny):
     feats = [torch.randn(2, c, *hw) for c, hw in zip(tiny.channels, tiny.shapes)]
     with torch.no_grad():
@@ -168,7 +186,7 @@ def test_checkpoint_round_trip_and_resume(tiny_run):
     import dataclasses
 
     from training.checkpoint import load_model, load_payload
-    from training.train import TrainConfig, train
+    from training.train import train
 
     data, run, cfg = tiny_run
     model, payload = load_model(run)
