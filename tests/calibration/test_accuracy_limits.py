@@ -1,0 +1,29 @@
+"""What edge-calibrate says when the IR it ships lost accuracy against float."""
+
+from calibration.calibrate import accuracy_loss_warning, drop_limit
+
+
+def test_pixel_limit_is_twice_the_image_limit():
+    assert drop_limit("image", 0.005) == 0.005 and drop_limit("pixel", 0.005) == 0.01
+
+
+def test_a_pixel_loss_over_its_limit_is_named_in_one_line():
+    # the figures edge-calibrate measured on magnetic_tile with the surface preset: every INT8 split kept image
+    # AUROC but lost about 1.5 points of pixel AUROC, and the accuracy-controlled fallback shipped that loss
+    line = accuracy_loss_warning({"image_auroc": 0.9497, "pixel_auroc": 0.8027},
+                                 {"image_auroc": 0.9477, "pixel_auroc": 0.7880}, 0.005, "int8")
+    assert line is not None and "\n" not in line
+    assert "pixel AUROC 0.0147" in line and "image AUROC" not in line and "--precision" in line
+
+
+def test_losses_within_the_limits_or_unmeasured_say_nothing():
+    ref = {"image_auroc": 0.95, "pixel_auroc": 0.80}
+    assert accuracy_loss_warning(ref, {"image_auroc": 0.947, "pixel_auroc": 0.792}, 0.005, "int8") is None
+    assert accuracy_loss_warning({"image_auroc": 0.95, "pixel_auroc": None}, {"image_auroc": 0.95, "pixel_auroc": None},
+                                 0.005, "int8") is None
+
+
+def test_both_losses_are_named():
+    line = accuracy_loss_warning({"image_auroc": 0.95, "pixel_auroc": 0.80}, {"image_auroc": 0.90, "pixel_auroc": 0.70},
+                                 0.005, "int8")
+    assert "image AUROC 0.0500" in line and "pixel AUROC 0.1000" in line
