@@ -14,16 +14,15 @@ from edge.errors import EdgeError
 
 
 def model_preset(model: str, name: str) -> dict:
-    """A model's named configuration (its module's PRESETS), or an EdgeError naming the choices."""
-    import importlib
+    """A model's named configuration (training.models.presets), or an EdgeError naming the choices."""
+    from .models import presets
 
-    try:
-        presets = importlib.import_module(f"training.models.{model}").PRESETS
-    except (ImportError, AttributeError):
-        raise EdgeError(f"model {model!r} has no named presets: pass --config FILE or --set KEY=VALUE") from None
-    if name not in presets:
-        raise EdgeError(f"model {model!r} has no preset {name!r}: choose one of {', '.join(presets)}")
-    return presets[name]
+    named = presets(model)
+    if not named:
+        raise EdgeError(f"model {model!r} has no named presets: pass --config FILE or --set KEY=VALUE")
+    if name not in named:
+        raise EdgeError(f"model {model!r} has no preset {name!r}: choose one of {', '.join(named)}")
+    return named[name]
 
 
 def main(argv: list[str] | None = None) -> int:

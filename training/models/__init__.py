@@ -34,6 +34,14 @@ def config_class(kind: str) -> type:
     return _REGISTRY[kind][0]
 
 
+def presets(kind: str) -> dict[str, dict]:
+    """A registered model's named configurations: the `PRESETS` dict of its module ({} when it has none)."""
+    import sys
+
+    config_class(kind)  # unknown kinds get the registry's error
+    return dict(getattr(sys.modules[_REGISTRY[kind][1].__module__], "PRESETS", {}))
+
+
 def make_config(kind: str, overrides: dict[str, Any] | None = None):
     """Build a model config, accepting JSON-ish overrides (lists become tuples)."""
     from edge.errors import EdgeError
