@@ -32,10 +32,10 @@ def good_images(folder: str | Path) -> list[Path]:
 def site_scores(model_path: str | Path, files: list[Path]) -> list[float]:
     """The IR's image scores on `files`, run exactly as edge-inspect runs them (f32)."""
     from edge.model import AnomalyModel
-    from edge.preprocess import prepare, read_image
 
-    model = AnomalyModel(model_path, precision="f32")
-    return [model.infer(prepare(read_image(f), model.input_size)).score for f in files]
+    from .scoring import score_ir
+
+    return score_ir(AnomalyModel(model_path, precision="f32"), files, keep_maps=False).scores.tolist()
 
 
 def rethreshold(model_path: str | Path, folder: str | Path, target_frr: float = 0.005) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,8 +23,8 @@ def score_torch(model, samples: list[Sample], batch_size: int = 8, keep_maps: bo
     return Scored(out.scores.astype(np.float64), out.maps if keep_maps else [])
 
 
-def score_ir(model, samples: list[Sample], keep_maps: bool = True) -> Scored:
-    """`model` is an edge.model.AnomalyModel."""
+def score_ir(model, samples: list[Sample] | list[Path], keep_maps: bool = True) -> Scored:
+    """`model` is an edge.model.AnomalyModel; `samples` are Samples or image paths."""
     scores, maps = [], []
     for s in samples:
         result = model.infer(load_image(s, model.input_size))
