@@ -40,7 +40,6 @@ class CalibrationConfig:
     progress: bool = True
 
 
-
 def drop_limit(kind: str, max_drop: float) -> float:
     """How much AUROC a quantized IR may lose against float: `max_drop` for the image score, twice that for
     the map (pixel AUROC moves more with the same change: the issue's 0.5 / 1 point)."""
@@ -59,6 +58,7 @@ def accuracy_loss_warning(float_acc: dict, shipped: dict, max_drop: float, preci
         return None
     return (f"the shipped {precision} IR loses {' and '.join(over)} against float on the validation set: "
             "use --precision fp16 or fp32 where that matters, or raise --max-drop knowingly")
+
 
 def _size_summary(paths: list[Path]) -> dict[tuple[int, int], int]:
     import cv2
@@ -206,7 +206,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
 
             failed = " and ".join(f"{k} AUROC" for k in ("image", "pixel")
                                   if any(c[f"{k}_auroc_drop"] > drop_limit(k, cfg.max_drop) for c in candidates))
-            report["warnings"].append(f"no split kept {failed} within its limit (image {cfg.max_drop}, pixel "
+            report["warnings"].append(f"no split kept {failed} within its limit (image {drop_limit('image', cfg.max_drop)}, pixel "
                                       f"{drop_limit('pixel', cfg.max_drop)}): fell back to "
                                       "nncf.quantize_with_accuracy_control, which controls image AUROC only")
             final_model = q.quantize_with_accuracy_control(source, frames, ignored, val_frames, metric, cfg.max_drop)
