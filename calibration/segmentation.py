@@ -157,6 +157,16 @@ def sum_pool(zsq: np.ndarray, f: int) -> np.ndarray:
     return zsq.reshape(h // f, f, w // f, f).sum(axis=(1, 3))
 
 
+def pool_factor(h: int, w: int, pool: int) -> int:
+    """The block size that brings an h x w map nearest to `pool` rows while dividing both sides exactly
+    (so the pooled map still covers the whole image): a divisor of gcd(h, w), 1 when none is closer.
+    Square power-of-two grids get h // pool; a 20x15 grid (320x240 input at stride 16) gets 1 for pool 8."""
+    from math import gcd
+
+    g, target = gcd(h, w), h / pool
+    return min((d for d in range(1, g + 1) if g % d == 0), key=lambda d: (abs(d - target), d))
+
+
 def nfa_variant(zsq: Sequence[np.ndarray], channels: Sequence[int], pool: int | None = None,
                 drop_finest: int = 0) -> tuple[list[np.ndarray], list[int]]:
     """(maps, channels) after pooling fine scales to `pool` x `pool` and dropping the `drop_finest` finest."""
@@ -166,7 +176,7 @@ def nfa_variant(zsq: Sequence[np.ndarray], channels: Sequence[int], pool: int | 
     out_q, out_c = [], []
     for q, c in items:
         if pool and q.shape[0] > pool:
-            f = q.shape[0] // pool
+            f = pool_factor(*q.shape, pool)
             q, c = sum_pool(q, f), c * f * f
         out_q.append(q.astype(np.float32))
         out_c.append(c)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibration.segmentation import (aupro, count_regions, evaluate_segmentation, fair_threshold, iou_curve,
-                                      iou_per_image, nfa_variant, sum_pool)
+                                      iou_per_image, nfa_variant, pool_factor, sum_pool)
 
 
 def test_iou_conventions():
@@ -96,6 +96,15 @@ def test_pooling_is_a_chi2_sum():
     assert ch == [24 * 16, 40 * 4, 112] and all(m.shape == (8, 8) for m in maps)
     maps, ch = nfa_variant([np.ones((8, 8)), np.ones((32, 32))], [112, 24], drop_finest=1)
     assert ch == [112] and maps[0].shape == (8, 8)
+
+
+def test_pooling_non_square_grids_uses_blocks_that_divide_both_sides():
+    # 320x240 input: 40x30, 20x15 and 10x8 grids (the 20x15 one used to raise "cannot be pooled by 2")
+    grids = [np.ones((40, 30)), np.ones((20, 15)), np.ones((10, 8))]
+    maps, ch = nfa_variant(grids, [24, 40, 112], pool=8)
+    assert [m.shape for m in maps] == [(8, 6), (20, 15), (10, 8)] and ch == [24 * 25, 40, 112]
+    assert all(float(m.sum()) == float(g.sum()) for m, g in zip(maps, grids))  # every pixel counted once
+    assert pool_factor(32, 32, 8) == 4 and pool_factor(64, 64, 16) == 4
 
 
 def _synthetic(rng, n_good=6, n_bad=6, blob_std=3.0):
