@@ -21,12 +21,12 @@ MIN_GOOD = 20
 
 
 def good_images(folder: str | Path) -> list[Path]:
-    from training.data import _images
+    from training.data import image_files
 
     folder = Path(folder)
     if not folder.is_dir():
         raise EdgeError(f"good-image folder {folder} not found: pass a folder of good parts imaged at the line")
-    return _images(folder)
+    return image_files(folder)
 
 
 def site_scores(model_path: str | Path, files: list[Path]) -> list[float]:

@@ -42,7 +42,8 @@ class DataFolder:
         return any(s.label for s in self.test) and any(not s.label for s in self.test)
 
 
-def _images(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (sorted; none when it is missing)."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -53,9 +54,9 @@ def load_folder(root: str | Path, require_test: bool = False) -> DataFolder:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} not found")
-    train_good = _images(root / "train" / "good")
+    train_good = image_files(root / "train" / "good")
     if not (root / "train").is_dir():
-        plain = _images(root)
+        plain = image_files(root)
         if plain and not require_test:
             return DataFolder(root, [Sample(p, 0) for p in plain], [], mvtec=False)
         raise DataError(
@@ -68,7 +69,7 @@ def load_folder(root: str | Path, require_test: bool = False) -> DataFolder:
     test_root = root / "test"
     if test_root.is_dir():
         for defect_dir in sorted(d for d in test_root.iterdir() if d.is_dir()):
-            for img in _images(defect_dir):
+            for img in image_files(defect_dir):
                 if defect_dir.name == "good":
                     test.append(Sample(img, 0))
                     continue
