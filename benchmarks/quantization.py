@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -99,6 +100,17 @@ def model_api_check(xml: Path, data: Path) -> dict:
             "good": sum(1 - r["label"] for r in rows)}
 
 
+def same_run(run: Path, main: dict, epochs: int) -> bool:
+    """A finished run folder trained with the accuracy benchmark's main setting (reused instead of retraining;
+    benchmarks/accuracy.py's own run folder for the set qualifies)."""
+    if not (run / "checkpoint.pt").is_file() or not (run / "config.json").is_file():
+        return False
+    cfg = json.loads((run / "config.json").read_text()).get("train_config", {})
+    norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  tuples vs lists
+    return (norm(cfg.get("model_overrides")) == norm(main["overrides"]) and cfg.get("epochs") == epochs
+            and all(cfg.get(k) == v for k, v in main.get("train", {}).items()))
+
+
 def run_set(data: Path, runs_dir: Path, runs_per_point: int, epochs: int | None) -> dict:
     import importlib.util
 
@@ -113,9 +125,11 @@ def run_set(data: Path, runs_dir: Path, runs_per_point: int, epochs: int | None)
     main = acc.MAIN.get(data.name, acc.DEFAULT_MAIN)
     run = runs_dir / data.name / "run"
     t0 = time.time()
-    if not (run / "checkpoint.pt").is_file():
+    if not same_run(run, main, epochs or main["epochs"]):
+        if run.exists():
+            shutil.rmtree(run)
         train(TrainConfig(data=str(data), out=str(run), model_overrides=dict(main["overrides"]),
-                          epochs=epochs or main["epochs"], progress=False))
+                          epochs=epochs or main["epochs"], progress=False, **main.get("train", {})))
     train_s = time.time() - t0
     out = {"data": data.name, "train_config": main, "train_seconds": round(train_s, 1), "precisions": {}}
     xmls, frame = {}, None
