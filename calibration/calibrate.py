@@ -46,6 +46,24 @@ def drop_limit(kind: str, max_drop: float) -> float:
     return max_drop if kind == "image" else 2 * max_drop
 
 
+def limits_metric(float_acc: dict, max_drop: float, measure):
+    """The validation function for nncf's accuracy control that keeps BOTH limits of `drop_limit`.
+
+    metric = min over image and pixel AUROC of (AUROC − float AUROC) / limit: 0 for the float model, −1 where the
+    first of the two limits is used up, so accuracy control with an absolute max_drop of 1 reverts quantizers until
+    image AUROC is within `drop_limit("image")` AND pixel AUROC within `drop_limit("pixel")` of float.
+    `measure(compiled_model)` gives {"image_auroc", "pixel_auroc"} on the validation images (pixel NaN without
+    masks: then only the image term counts)."""
+
+    def metric(compiled_model, data=None) -> float:
+        acc = measure(compiled_model)
+        terms = [(acc[f"{k}_auroc"] - float_acc[f"{k}_auroc"]) / drop_limit(k, max_drop) for k in ("image", "pixel")
+                 if np.isfinite(float_acc[f"{k}_auroc"]) and np.isfinite(acc[f"{k}_auroc"])]
+        return float(min(terms)) if terms else 0.0
+
+    return metric
+
+
 def accuracy_loss_warning(float_acc: dict, shipped: dict, max_drop: float, precision: str) -> str | None:
     """One line when the IR that ships lost more AUROC against float than `drop_limit` allows, else None."""
     over = []
@@ -189,27 +207,26 @@ def calibrate(cfg: CalibrationConfig) -> dict:
                 final_model, chosen = candidate, entry
                 break
         if chosen is None:
-            from .metrics import image_auroc
-
             source = to_openvino(model)
             ignored, _ = q.ignored_names(source, model.float_scopes, "backbone")
             # accuracy control re-validates once per reverted quantizer group: cap its set (balanced, seeded)
             rng = np.random.default_rng(cfg.seed)
             pick = np.concatenate([rng.permutation(np.flatnonzero(vset.labels == lab))[:ACCURACY_CONTROL_PER_CLASS] for lab in (0, 1)])
-            val_frames, labels = [vset.frames[i] for i in pick], vset.labels[pick]
+            val = ValidationSet([vset.frames[i] for i in pick], vset.labels[pick], [vset.masks[i] for i in pick], vset.source)
             bar.write(f"edge-calibrate: no split kept accuracy; running nncf.quantize_with_accuracy_control on {len(pick)} "
                       "validation images (minutes)", file=sys.stderr)
 
-            def metric(compiled_model, data) -> float:
-                out = run_compiled(compiled_model, list(val_frames), channels, shapes)
-                return image_auroc(labels, out.scores)
+            def measure(compiled_model) -> dict:
+                return accuracy(run_compiled(compiled_model, val.frames, channels, shapes), val)
 
+            metric = limits_metric(measure(float_compiled), cfg.max_drop, measure)
             failed = " and ".join(f"{k} AUROC" for k in ("image", "pixel")
                                   if any(c[f"{k}_auroc_drop"] > drop_limit(k, cfg.max_drop) for c in candidates))
             report["warnings"].append(f"no split kept {failed} within its limit (image {drop_limit('image', cfg.max_drop)}, pixel "
                                       f"{drop_limit('pixel', cfg.max_drop)}): fell back to "
-                                      "nncf.quantize_with_accuracy_control, which controls image AUROC only")
-            final_model = q.quantize_with_accuracy_control(source, frames, ignored, val_frames, metric, cfg.max_drop)
+                                      "nncf.quantize_with_accuracy_control on both limits")
+            # the metric is 0 for the float model and -1 where the first limit is exhausted: allow a drop of 1
+            final_model = q.quantize_with_accuracy_control(source, frames, ignored, val.frames, metric, 1.0)
             chosen = {"split": "backbone, accuracy-controlled", "accepted": True}
         report["quantization"].update(candidates=candidates, chosen=chosen["split"],
                                       why=("the fastest split whose image AUROC drop on the validation set is at most "
