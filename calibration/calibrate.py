@@ -49,9 +49,10 @@ def drop_limit(kind: str, max_drop: float) -> float:
 def limits_metric(float_acc: dict, max_drop: float, measure):
     """The validation function for nncf's accuracy control that keeps BOTH limits of `drop_limit`.
 
-    metric = min over image and pixel AUROC of (AUROC − float AUROC) / limit: 0 for the float model, −1 where the
+    metric = 1 + min over image and pixel AUROC of (AUROC − float AUROC) / limit: 1 for the float model, 0 where the
     first of the two limits is used up, so accuracy control with an absolute max_drop of 1 reverts quantizers until
-    image AUROC is within `drop_limit("image")` AND pixel AUROC within `drop_limit("pixel")` of float.
+    image AUROC is within `drop_limit("image")` AND pixel AUROC within `drop_limit("pixel")` of float. (The 1 keeps
+    the float model's metric off zero: nncf divides by it for its relative drop, whichever drop type is asked for.)
     `measure(compiled_model)` gives {"image_auroc", "pixel_auroc"} on the validation images (pixel NaN without
     masks: then only the image term counts)."""
 
@@ -59,7 +60,7 @@ def limits_metric(float_acc: dict, max_drop: float, measure):
         acc = measure(compiled_model)
         terms = [(acc[f"{k}_auroc"] - float_acc[f"{k}_auroc"]) / drop_limit(k, max_drop) for k in ("image", "pixel")
                  if np.isfinite(float_acc[f"{k}_auroc"]) and np.isfinite(acc[f"{k}_auroc"])]
-        return float(min(terms)) if terms else 0.0
+        return 1.0 + (float(min(terms)) if terms else 0.0)
 
     return metric
 
@@ -225,7 +226,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
             report["warnings"].append(f"no split kept {failed} within its limit (image {drop_limit('image', cfg.max_drop)}, pixel "
                                       f"{drop_limit('pixel', cfg.max_drop)}): fell back to "
                                       "nncf.quantize_with_accuracy_control on both limits")
-            # the metric is 0 for the float model and -1 where the first limit is exhausted: allow a drop of 1
+            # the metric is 1 for the float model and 0 where the first limit is exhausted: allow a drop of 1
             final_model = q.quantize_with_accuracy_control(source, frames, ignored, val.frames, metric, 1.0)
             chosen = {"split": "backbone, accuracy-controlled", "accepted": True}
         report["quantization"].update(candidates=candidates, chosen=chosen["split"],
