@@ -233,6 +233,7 @@ def eval_anomalib_ir(xml: Path, data: Path) -> dict:
 def eval_ours_nfa(xml: Path, data: Path) -> dict:
     """mIoU and image decisions with the NFA rule, as edge.decision runs it (epsilon, null scale from the IR)."""
     from calibration.segmentation import iou_per_image
+    from edge.decision import REJECT, decide
     from edge.model import AnomalyModel
     from edge.nfa import tree_nfa
     from training.data import load_folder, load_image, load_mask
@@ -245,10 +246,12 @@ def eval_ours_nfa(xml: Path, data: Path) -> dict:
     eps = float(info.nfa_epsilon)
     folder = load_folder(data, require_test=True)
     rule = info.decision_rule or "both"
-    ious, labels, hits, score_hits, nfa_ms = [], [], [], [], []
+    ious, labels, hits, rejects, nfa_ms = [], [], [], [], []
     for s in folder.test:
         inf = model.infer(load_image(s, size))
-        score_hits.append(bool(inf.score >= info.image_threshold))
+        # the verdict edge-inspect gives with this IR: the reject rule edge-calibrate stored in it
+        rejects.append(decide(inf.score, inf.zsq, rule=rule, threshold=info.image_threshold, epsilon=eps, channels=channels,
+                              size=size, null_scale=null).verdict == REJECT)
         zsq = [np.asarray(z) / c for z, c in zip(inf.zsq, null)] if null else inf.zsq
         t0 = time.perf_counter()
         res = tree_nfa(zsq, channels, size, eps)
@@ -256,9 +259,7 @@ def eval_ours_nfa(xml: Path, data: Path) -> dict:
         ious.append(iou_per_image(res.mask, load_mask(s, size)))
         labels.append(s.label)
         hits.append(bool(res.regions))
-    labels_a, nfa_a, score_a = np.array(labels), np.array(hits), np.array(score_hits)
-    # the verdict edge-inspect gives with this IR: the reject rule edge-calibrate stored in it
-    rejects = {"nfa": nfa_a, "score": score_a, "both": nfa_a | score_a}[rule]
+    labels_a, nfa_a, rejects = np.array(labels), np.array(hits), np.array(rejects)
     return {"miou": float(np.mean(ious)), "miou_defective": float(np.mean([i for i, l in zip(ious, labels) if l])),
             "threshold_rule": f"the IR's reject rule '{rule}' (nfa: a region with log10 NFA < {eps:g}, tree NFA on the IR's "
                               f"zsq, null scale {'from the IR' if null else '1'}; score: image score >= the IR's "
@@ -347,11 +348,10 @@ def run_ours(data: Path, linked: Path, epochs: int, force: bool) -> dict:
     unknown = set(spec["train"]) - {"augment_flips"}
     if unknown:
         raise ValueError(f"accuracy.MAIN training settings this harness cannot pass to edge-train: {sorted(unknown)}")
-    res["train_command"] = (f"edge-train --model msflow --config model_overrides.json {' '.join(flags)} --epochs {epochs} "
-                            f"--threads 2").replace("  ", " ")
+    args = ["--model", "msflow", "--config", out / "model_overrides.json", *flags, "--epochs", epochs, "--threads", 2]
+    res["train_command"] = " ".join(["edge-train", *(a.name if isinstance(a, Path) else str(a) for a in args)])
     t0 = time.time()
-    rc = sh([bin_ / "edge-train", "--data", data, "--out", out / "run", "--model", "msflow", "--epochs", epochs,
-             "--config", out / "model_overrides.json", *flags, "--threads", 2, "--no-progress"], out / "train.log")
+    rc = sh([bin_ / "edge-train", "--data", data, "--out", out / "run", *args, "--no-progress"], out / "train.log")
     res["train_seconds"] = round(time.time() - t0, 1)
     res["status"]["train"] = "ok" if rc == 0 else f"edge-train exit {rc}: " + _last_line(out / "train.log")
     try:

@@ -48,28 +48,36 @@ def envelope_run(tmp_path_factory):
     return data, train(cfg)
 
 
+def fitted_and_held_out(data, payload) -> tuple[list, list]:
+    """The run's good training images split into those the flow (and the envelope) learned and the held-out ones."""
+    from training.data import load_folder
+
+    held = set(payload["holdout"])
+    train = load_folder(data).train
+    return [s for s in train if str(s.path) not in held], [s for s in train if str(s.path) in held]
+
+
+def raw_and_map(model, samples):
+    """(raw NLL map, the map the model outputs: the envelope's excess) of `samples`."""
+    from training.data import load_image
+    from training.train import to_tensor
+
+    x = to_tensor([load_image(s, model.config.input_size) for s in samples], model.mean, model.std)
+    with torch.no_grad():
+        return model.outputs_from_features(model.features(x), x.shape[-2:], raw=True)[0], model.anomaly_outputs(x)[0]
+
+
 def test_training_fits_the_envelope_on_training_images_only_not_the_held_out_ones(envelope_run):
     from training.checkpoint import load_model, load_payload
-    from training.data import load_folder, load_image
-    from training.train import to_tensor
 
     data, run = envelope_run
     model, payload = load_model(run)
     assert "map_envelope" in payload["state_dict"] and model.map_envelope.min() > 0
-    held = set(payload["holdout"])
-    train = [s for s in load_folder(data).train if str(s.path) not in held]
-    hold = [s for s in load_folder(data).train if str(s.path) in held]
+    train, hold = fitted_and_held_out(data, payload)
     assert train and hold
-
-    def maps(samples):
-        x = to_tensor([load_image(s, model.config.input_size) for s in samples], model.mean, model.std)
-        with torch.no_grad():
-            return model.outputs_from_features(model.features(x), x.shape[-2:], raw=True)[0], model.anomaly_outputs(x)[0]
-
-    raw, amap = maps(train)
+    raw, amap = raw_and_map(model, train)
     # every good image the envelope was fitted on lies inside it: only the tie term is left
     torch.testing.assert_close(amap, ENVELOPE_TIE * raw)
-
     assert load_payload(run)["epoch"] >= 0  # the selected checkpoint's bookkeeping survived the re-save
 
 
@@ -97,23 +105,16 @@ def test_ir_applies_the_envelope_like_torch(envelope_run):
 def test_the_envelope_is_fitted_without_the_held_out_images(tmp_path):
     # edge-calibrate sets the image threshold on the held-out images: fitted into the envelope they scored ~0
     from training.checkpoint import load_model
-    from training.data import load_folder, load_image
     from training.models.likelihood import normal_envelope
     from training.synthetic import SyntheticConfig, generate
-    from training.train import TrainConfig, to_tensor, train
+    from training.train import TrainConfig, train
 
     data = generate(tmp_path / "data", SyntheticConfig(train=14, test_good=2, test_defect=2, size=64, seed=3))
     run = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=4, threads=1, progress=False,
                             model_overrides={"stages": [1, 2], "input_size": [32, 32], "flow_depth": [1, 1], "pos_dim": 8,
                                              "envelope": True}))
     model, payload = load_model(run)
-    held = set(payload["holdout"])
-    raws = {}
-    for name, keep in (("train", False), ("hold", True)):
-        x = to_tensor([load_image(s, model.config.input_size) for s in load_folder(data).train if (str(s.path) in held) == keep],
-                      model.mean, model.std)
-        with torch.no_grad():
-            raws[name] = model.outputs_from_features(model.features(x), x.shape[-2:], raw=True)[0]
-    torch.testing.assert_close(model.map_envelope, normal_envelope(raws["train"]), rtol=1e-4, atol=1e-4)
-    with_hold = normal_envelope(torch.cat([raws["train"], raws["hold"]]))
+    train, hold = (raw_and_map(model, samples)[0] for samples in fitted_and_held_out(data, payload))
+    torch.testing.assert_close(model.map_envelope, normal_envelope(train), rtol=1e-4, atol=1e-4)
+    with_hold = normal_envelope(torch.cat([train, hold]))
     assert not torch.allclose(model.map_envelope, with_hold, rtol=1e-4, atol=1e-4)  # this case tells the two apart
