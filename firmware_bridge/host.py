@@ -38,6 +38,8 @@ class BridgeLinkConfig:
     window: int = 8             # seq span in flight (oldest unacked .. newest); <= 8 keeps
                                 # every retransmission inside the bridge's 16-entry seq ring
     pass_retries: int = 3       # PASS frames are retransmitted this often, then dropped (counted)
+    nak_retries: int = 3        # a frame NAKed BAD_TYPE/BAD_LENGTH is sent again this often before
+                                # it counts as refused (a bit flip can shorten a frame, see _on_nak)
     reconnect_ms: int = 100
     max_queue: int = 10_000
 
@@ -366,9 +368,9 @@ class BridgeLink(Link):
         f = item
         try:
             fields = f.fields()
-        except p.FrameError as exc:
+        except p.FrameError as exc:  # a shortened frame that still checks: see _on_nak
             self.counters["rx_errors"] += 1
-            log.warning("unexpected frame from bridge: %s (%s)", f, exc)
+            log.warning("bad frame from bridge (%s): %s", exc, f)
             return
         if f.type not in (p.ACK, p.NAK, p.STATUS, p.FAULT):
             self.counters["rx_errors"] += 1
@@ -444,6 +446,16 @@ class BridgeLink(Link):
         if reason == p.NAK_BUSY:
             log.warning("bridge busy (schedule full) for part %d; retrying", m.part_id)
             return  # retransmitted after ack_timeout
+        if reason in (p.NAK_BAD_TYPE, p.NAK_BAD_LENGTH) and m.tries <= self.cfg.nak_retries:
+            # We only send well-formed frames, so the line changed this one. The CRC has a blind
+            # spot here: when a frame's CRC ends in 0x00, one bit flip in its last COBS code byte
+            # drops that zero and the shorter frame still checks (a zero residue stays zero).
+            # The bridge then NAKs BAD_LENGTH with the right seq: send it again.
+            self.counters["naks_retried"] += 1
+            log.warning("bridge got a damaged frame for part %d (NAK reason %d); sending it again",
+                        m.part_id, reason)
+            m.last_tx = 0.0
+            return
         del self._inflight[seq]
         log.error("bridge refused %s (reason %d)", m.part_id, reason)
         if m.reject:

@@ -6,13 +6,17 @@ import collections
 import logging
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import tty
 
 import pytest
+
+from firmware_bridge import protocol as p
 
 from firmware_bridge.host import BridgeLink, BridgeLinkConfig
 
@@ -214,3 +218,35 @@ def test_delayed_bridge_replies_cause_retransmits_but_no_double_actuation(sim_fa
     acts = collections.Counter(sim.actuations())
     assert set(acts) == set(range(0, 1000, 3)) and max(acts.values()) == 1
     assert stats["retransmits"] > 0 and sim.command("stats")["passes"] == 666
+
+
+@pytest.mark.parametrize("kind", ["PASS", "REJECT"])
+def test_a_frame_the_line_shortened_is_sent_again_not_dropped(kind):
+    """A bit flip can shorten a frame past the CRC (see the codec test); the bridge then NAKs
+    BAD_LENGTH with the frame's seq. The host made the frame well-formed, so it sends it again."""
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    link = BridgeLink(BridgeLinkConfig(os.ttyname(slave)))
+    decoder, seen, naked = p.StreamDecoder(), [], False
+    try:
+        link.send(7, kind == "REJECT")
+        deadline = time.monotonic() + 3
+        while len(seen) < 2 and time.monotonic() < deadline:
+            if not select.select([master], [], [], 0.05)[0]:
+                continue
+            for f in decoder.feed(os.read(master, 256)):
+                if f.type == getattr(p, kind):
+                    seen.append(f.seq)
+                    reply = (p.ACK, f.seq, 0) if naked else (p.NAK, f.seq, p.NAK_BAD_LENGTH, 0)
+                    naked = True
+                    os.write(master, p.make(reply[0], 0x1234, *reply[1:]))
+        assert link.flush(2)
+        stats = link.stats()
+    finally:
+        link.close()
+        os.close(master)
+        os.close(slave)
+    assert len(seen) == 2 and seen[0] == seen[1]  # the same frame, sent again
+    assert stats["naks_retried"] == 1 and stats["acked"] == 1
+    assert link.alarms == [] and "passes_dropped" not in stats
