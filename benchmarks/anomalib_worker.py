@@ -68,6 +68,12 @@ def patch_timm() -> list[str]:
     return log
 
 
+# anomalib 2.7 exports with torch.export (dynamo) and a symbolic batch traced at size 2; PatchCore's graph
+# specialises that batch, so its IR came out static at batch 2 and refused the [1, 3, 256, 256] frames every
+# other model takes. Exported static at batch 1 instead: what a line camera feeds, one part at a time.
+STATIC_EXPORT = {"patchcore": {"dynamic_axes": {}}}
+
+
 def build(model_name: str, image_size: tuple[int, int], coreset_ratio: float):
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 
@@ -165,7 +171,8 @@ def main() -> int:
     size = (a.image_size, a.image_size)
     res: dict = {"tool": "anomalib", "anomalib_version": anomalib.__version__, "torch": torch.__version__,
                  "model": a.model, "data": data.name, "epochs": a.epochs, "backbone": BACKBONE, "image_size": list(size),
-                 "batch_size": a.batch_size, "threads": a.threads, "status": {}}
+                 "batch_size": a.batch_size, "threads": a.threads, "status": {},
+                 "export": "static batch 1" if a.model in STATIC_EXPORT else "anomalib default (dynamic batch)"}
     log = patch_timm()
     defects = sorted(p.name for p in (data / "test").iterdir() if p.is_dir() and p.name != "good")
     dm = Folder(name=data.name, root=data, normal_dir="train/good", normal_test_dir="test/good",
@@ -191,9 +198,14 @@ def main() -> int:
     res["backbone_log"] = log
     for name, comp in (("fp32", None), ("int8_ptq", CompressionType.INT8_PTQ)):
         t0 = time.time()
+        if comp and a.model in STATIC_EXPORT:
+            # anomalib sizes the INT8 calibration batches of a static-batch IR through train_batch_size but
+            # draws them from val_dataloader(), which uses eval_batch_size: batches of 8 into a batch-1 IR
+            dm.eval_batch_size = 1
         try:
             path = engine.export(model=model, export_type=ExportType.OPENVINO, export_root=str(out / name),
-                                 input_size=size, compression_type=comp, datamodule=dm if comp else None)
+                                 input_size=size, compression_type=comp, datamodule=dm if comp else None,
+                                 onnx_kwargs=STATIC_EXPORT.get(a.model))
             res["status"][name] = "ok"
             res[f"{name}_xml"] = str(Path(path).resolve())
         except Exception as err:

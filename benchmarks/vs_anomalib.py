@@ -499,6 +499,11 @@ def verdict(results: list[dict], sets: list[str]) -> dict:
     return out
 
 
+def one_line(text: str) -> str:
+    """An error as one Markdown-safe line (OpenVINO's exceptions span several lines)."""
+    return " ".join(str(text).split()).replace("|", "/")
+
+
 def fmt(v, nd=3):
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
@@ -581,6 +586,7 @@ def write(results: list[dict], sets: list[str], meta: dict, ver: dict) -> None:
                 status = st.get(p) or st.get("train") or "not run"
                 if st.get("train") not in (None, "ok"):
                     status = st["train"]
+                status = one_line(status)
                 if not ir:
                     L.append(f"| {s} | {r['tool']} | {LABEL[r['model']]} | {p} | {status} | {r['epochs']} | – | – | – | – | – | – | – | – | – | – | – | {fmt(r.get('train_seconds'), 1)} |")
                     continue
@@ -628,7 +634,7 @@ def write(results: list[dict], sets: list[str], meta: dict, ver: dict) -> None:
     if errs:
         L += ["## Errors (exact, rows kept above)", ""]
         for r, p, e in errs:
-            L.append(f"- {r['data']} / {r['tool']} {LABEL[r['model']]} / {p}: `{e}`")
+            L.append(f"- {r['data']} / {r['tool']} {LABEL[r['model']]} / {p}: `{one_line(e)}`")
         L.append("")
     L += ["## Published figures (MVTec AD, the papers' own backbones: NOT measured here, not comparable to the table)", "",
           "| method | published figure | source |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in PAPER]
