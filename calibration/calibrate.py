@@ -120,7 +120,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     from . import quantize as q
     from .anomalies import make_anomalies
     from .export import latent_shapes, save_ir, to_openvino
-    from .thresholds import pixel_threshold_fair, threshold_at_frr
+    from .thresholds import frr_check, pixel_threshold_fair, threshold_at_frr
     from .segmentation import null_scale
     from .validate import Outputs, ValidationSet, accuracy, nfa_flags, parity, run_compiled, run_torch
 
@@ -269,6 +269,8 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         good = out_val.scores[vset.labels == 0]
         report["thresholds"]["miss_rate_on_labelled_defects"] = float((defective < thr.threshold).mean())
         report["thresholds"]["false_reject_rate_on_test_good"] = float((good >= thr.threshold).mean())
+        if (why := frr_check(thr, good, cfg.out)) is not None:
+            report["warnings"].append(why)
     bar.update(1)
 
     # NFA: null scale from held-out good latents, then does the promise hold on those parts?
