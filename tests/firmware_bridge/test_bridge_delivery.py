@@ -74,7 +74,11 @@ def test_soak_every_reject_actuates_exactly_once_under_faults_and_unplugs(sim_fa
     assert set(acts) == rejects, "lost or spurious rejects"
     assert max(acts.values()) == 1, "duplicated actuation"
     assert link.alarms == []
-    assert bridge["passes"] == n - len(rejects), "a PASS was processed twice or lost"
+    # A PASS goes out at most 1 + pass_retries times, then the host counts it dropped (docs/protocol.md):
+    # with 1.5 % of frames lost on the way in, all four copies die about once in 20 million PASSes.
+    # Every PASS is processed once or counted by the host as given up; none is processed twice.
+    given_up = host.get("passes_dropped", 0)
+    assert n - len(rejects) - given_up <= bridge["passes"] <= n - len(rejects), "a PASS was processed twice or lost"
     inj = bridge["injected"]
     assert inj["corrupt_rx"] > 0 and inj["drop_rx"] > 0 and inj["duplicate_rx"] > 0
     # Every anomaly is seen and logged: broken frames on both sides, each unplug and replug.
