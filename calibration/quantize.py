@@ -100,6 +100,16 @@ def ignored_names(ov_model, float_scopes: tuple[str, ...], split: str) -> tuple[
     return names + taps, 0
 
 
+# Asymmetric activation quantizers (nncf's MIXED preset) instead of symmetric ones (PERFORMANCE, the
+# default). Measured on magnetic_tile's main model, the
+# backbone+subnets split, all 582 test images: pixel AUROC drop 1.60 -> 0.83 pt, image 0.40 -> 0.06 pt,
+# 15.6 -> 15.9 ms at 1 thread (float 26.1 ms). The quantile range estimator instead: pixel 0.72, image 3.9 pt.
+def _preset():
+    import nncf
+
+    return nncf.QuantizationPreset.MIXED
+
+
 def _advanced():
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -117,7 +127,7 @@ def quantize(ov_model, frames: list[np.ndarray], ignored: list[str]):
     import nncf
 
     nncf.set_log_level(logging.WARNING)
-    return nncf.quantize(ov_model, nncf.Dataset(frames, lambda f: f[None]), subset_size=len(frames),
+    return nncf.quantize(ov_model, nncf.Dataset(frames, lambda f: f[None]), subset_size=len(frames), preset=_preset(),
                          fast_bias_correction=False, advanced_parameters=_advanced(),
                          ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
 
@@ -135,5 +145,5 @@ def quantize_with_accuracy_control(ov_model, frames: list[np.ndarray], ignored: 
     return nncf.quantize_with_accuracy_control(
         ov_model, nncf.Dataset(frames, lambda f: f[None]), nncf.Dataset(val_frames, lambda f: f[None]),
         validation_fn=metric, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(frames),
-        fast_bias_correction=False, advanced_quantization_parameters=_advanced(),
+        preset=_preset(), fast_bias_correction=False, advanced_quantization_parameters=_advanced(),
         ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
