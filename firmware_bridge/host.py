@@ -53,7 +53,7 @@ class BridgeLinkConfig:
 
 
 class _Msg:
-    __slots__ = ("part_id", "reject", "delay", "unit", "t_send", "deadline", "n", "seq", "tries", "last_tx")
+    __slots__ = ("part_id", "reject", "delay", "unit", "t_send", "deadline", "n", "seq", "tries", "last_tx", "bad_naks")
 
     def __init__(self, part_id: int, reject: bool, delay: int, unit: int, now: float, deadline_ms: int):
         self.part_id = part_id & 0xFFFFFFFF
@@ -67,6 +67,7 @@ class _Msg:
         self.seq = 0   # n on the wire: 1..65535
         self.tries = 0
         self.last_tx = 0.0
+        self.bad_naks = 0  # NAK BAD_TYPE/BAD_LENGTH answers, each a frame the line damaged
 
 
 def _open(cfg: BridgeLinkConfig) -> serial.SerialBase:
@@ -446,11 +447,12 @@ class BridgeLink(Link):
         if reason == p.NAK_BUSY:
             log.warning("bridge busy (schedule full) for part %d; retrying", m.part_id)
             return  # retransmitted after ack_timeout
-        if reason in (p.NAK_BAD_TYPE, p.NAK_BAD_LENGTH) and m.tries <= self.cfg.nak_retries:
+        if reason in (p.NAK_BAD_TYPE, p.NAK_BAD_LENGTH) and m.bad_naks < self.cfg.nak_retries:
             # We only send well-formed frames, so the line changed this one. The CRC has a blind
             # spot here: when a frame's CRC ends in 0x00, one bit flip in its last COBS code byte
             # drops that zero and the shorter frame still checks (a zero residue stays zero).
             # The bridge then NAKs BAD_LENGTH with the right seq: send it again.
+            m.bad_naks += 1
             self.counters["naks_retried"] += 1
             log.warning("bridge got a damaged frame for part %d (NAK reason %d); sending it again",
                         m.part_id, reason)

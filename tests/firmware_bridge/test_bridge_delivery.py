@@ -254,3 +254,33 @@ def test_a_frame_the_line_shortened_is_sent_again_not_dropped(kind):
     assert len(seen) == 2 and seen[0] == seen[1]  # the same frame, sent again
     assert stats["naks_retried"] == 1 and stats["acked"] == 1
     assert link.alarms == [] and "passes_dropped" not in stats
+
+
+def test_a_frame_the_bridge_keeps_refusing_is_alarmed_after_nak_retries():
+    """A bridge that NAKs BAD_LENGTH every time (a firmware with another body layout, say) is not
+    retried forever: after nak_retries resends the reject counts as refused and is alarmed."""
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    alarms = []
+    link = BridgeLink(BridgeLinkConfig(os.ttyname(slave), nak_retries=2, deadline_ms=5000), on_alarm=alarms.append)
+    decoder, seen = p.StreamDecoder(), []
+    try:
+        link.send(7, True)
+        deadline = time.monotonic() + 3
+        while not alarms and time.monotonic() < deadline:
+            if not select.select([master], [], [], 0.05)[0]:
+                continue
+            for f in decoder.feed(os.read(master, 256)):
+                if f.type == p.REJECT:
+                    seen.append(f.seq)
+                    os.write(master, p.make(p.NAK, 0x1234, f.seq, p.NAK_BAD_LENGTH, 0))
+        assert link.flush(2)
+        stats = link.stats()
+    finally:
+        link.close()
+        os.close(master)
+        os.close(slave)
+    assert len(seen) == 3 and len(set(seen)) == 1  # the first send and nak_retries=2 resends
+    assert stats["naks_retried"] == 2 and stats["naks"] == 3
+    assert [(a.kind, a.part_id) for a in alarms] == [("nak", 7)]
