@@ -224,63 +224,67 @@ def test_delayed_bridge_replies_cause_retransmits_but_no_double_actuation(sim_fa
     assert stats["retransmits"] > 0 and sim.command("stats")["passes"] == 666
 
 
-@pytest.mark.parametrize("kind", ["PASS", "REJECT"])
-def test_a_frame_the_line_shortened_is_sent_again_not_dropped(kind):
-    """A bit flip can shorten a frame past the CRC (see the codec test); the bridge then NAKs
-    BAD_LENGTH with the frame's seq. The host made the frame well-formed, so it sends it again."""
+def run_scripted_bridge(sends, answer, done, **config):
+    """A BridgeLink on one end of a pty, this test on the other: `answer(frame)` gives the reply
+    bytes to each host frame (or None). Runs until done() (3 s at most), then flushes and closes
+    the link. Returns its stats and alarms."""
     master, slave = os.openpty()
     tty.setraw(master)
     tty.setraw(slave)
-    link = BridgeLink(BridgeLinkConfig(os.ttyname(slave)))
-    decoder, seen, naked = p.StreamDecoder(), [], False
+    alarms = []
+    link = BridgeLink(BridgeLinkConfig(os.ttyname(slave), **config), on_alarm=alarms.append)
+    decoder = p.StreamDecoder()
     try:
-        link.send(7, kind == "REJECT")
+        for part_id, reject in sends:
+            link.send(part_id, reject)
         deadline = time.monotonic() + 3
-        while len(seen) < 2 and time.monotonic() < deadline:
-            if not select.select([master], [], [], 0.05)[0]:
-                continue
-            for f in decoder.feed(os.read(master, 256)):
-                if f.type == getattr(p, kind):
-                    seen.append(f.seq)
-                    reply = (p.ACK, f.seq, 0) if naked else (p.NAK, f.seq, p.NAK_BAD_LENGTH, 0)
-                    naked = True
-                    os.write(master, p.make(reply[0], 0x1234, *reply[1:]))
+        while not done() and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.05)[0]:
+                for frame in decoder.feed(os.read(master, 256)):
+                    reply = answer(frame)
+                    if reply:
+                        os.write(master, reply)
         assert link.flush(2)
-        stats = link.stats()
+        return link.stats(), alarms
     finally:
         link.close()
         os.close(master)
         os.close(slave)
+
+
+@pytest.mark.parametrize("kind", ["PASS", "REJECT"])
+def test_a_frame_the_line_shortened_is_sent_again_not_dropped(kind):
+    """A bit flip can shorten a frame past the CRC (see the codec test); the bridge then NAKs
+    BAD_LENGTH with the frame's seq. The host made the frame well-formed, so it sends it again."""
+    seen = []
+
+    def answer(f):
+        if f.type != getattr(p, kind):
+            return None
+        seen.append(f.seq)
+        if len(seen) == 1:
+            return p.make(p.NAK, 0x1234, f.seq, p.NAK_BAD_LENGTH, 0)
+        return p.make(p.ACK, 0x1234, f.seq, 0)
+
+    stats, alarms = run_scripted_bridge([(7, kind == "REJECT")], answer, lambda: len(seen) >= 2)
     assert len(seen) == 2 and seen[0] == seen[1]  # the same frame, sent again
     assert stats["naks_retried"] == 1 and stats["acked"] == 1
-    assert link.alarms == [] and "passes_dropped" not in stats
+    assert alarms == [] and "passes_dropped" not in stats
 
 
 def test_a_frame_the_bridge_keeps_refusing_is_alarmed_after_nak_retries():
     """A bridge that NAKs BAD_LENGTH every time (a firmware with another body layout, say) is not
     retried forever: after nak_retries resends the reject counts as refused and is alarmed."""
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    alarms = []
-    link = BridgeLink(BridgeLinkConfig(os.ttyname(slave), nak_retries=2, deadline_ms=5000), on_alarm=alarms.append)
-    decoder, seen = p.StreamDecoder(), []
-    try:
-        link.send(7, True)
-        deadline = time.monotonic() + 3
-        while not alarms and time.monotonic() < deadline:
-            if not select.select([master], [], [], 0.05)[0]:
-                continue
-            for f in decoder.feed(os.read(master, 256)):
-                if f.type == p.REJECT:
-                    seen.append(f.seq)
-                    os.write(master, p.make(p.NAK, 0x1234, f.seq, p.NAK_BAD_LENGTH, 0))
-        assert link.flush(2)
-        stats = link.stats()
-    finally:
-        link.close()
-        os.close(master)
-        os.close(slave)
+    seen = []
+
+    def answer(f):
+        if f.type != p.REJECT:
+            return None
+        seen.append(f.seq)
+        return p.make(p.NAK, 0x1234, f.seq, p.NAK_BAD_LENGTH, 0)
+
+    stats, alarms = run_scripted_bridge([(7, True)], answer, lambda: len(seen) >= 3,
+                                        nak_retries=2, deadline_ms=5000)
     assert len(seen) == 3 and len(set(seen)) == 1  # the first send and nak_retries=2 resends
     assert stats["naks_retried"] == 2 and stats["naks"] == 3
     assert [(a.kind, a.part_id) for a in alarms] == [("nak", 7)]
