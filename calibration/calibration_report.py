@@ -58,7 +58,7 @@ def write_html(path: Path, r: dict) -> None:
         f"the false-reject rate is at most <b>{img['frr_upper_bound']:.2%}</b> ({img['confidence']:.0%} one-sided Clopper–Pearson bound); "
         f"more held-out good images tighten this. The bound speaks for parts imaged like those held-out images, which come "
         f"from the training images' capture sessions: a new session or lighting can exceed it, and then re-thresholding "
-        f"from good parts imaged at the line (<code>edge-calibrate --model tile.xml --rethreshold GOOD_DIR</code>) restores it. "
+        f"from good parts imaged at the line (<code>edge-calibrate --model {html.escape(Path(r['model']).name)} --rethreshold GOOD_DIR</code>) restores it. "
         f"Pixel threshold (about one false-positive pixel per good image): {t['pixel_fair']:.4g}. "
         f"NFA ε = {t['nfa_epsilon']:g} (a region is a defect when log10 NFA &lt; ε).</p>")
     if "nfa" in r:

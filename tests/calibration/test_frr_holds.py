@@ -11,7 +11,9 @@ and the 150 fresh parts only estimate that rate. Comparing the point estimate wi
 fails whenever the true rate sits near it, for any reshuffle of the pipeline (switching NNCF to
 asymmetric activations moved this fixture from 33 to 40 of 150 against a bound of 25.9 %).
 So the test asserts that even the 95 % lower bound of the fresh rate is within the stated bound:
-what `calibration.thresholds.frr_check` calls "clearly above" never happens here. (On the real magnetic_tile set this does not hold: its test/good images come
+what `calibration.thresholds.frr_check` calls "clearly above" never happens here.
+
+(On the real magnetic_tile set this does not hold: its test/good images come
 from a brighter capture session than train/good; benchmarks/results/quantization.md reports it.)
 """
 
