@@ -271,32 +271,54 @@ def eval_ours_nfa(xml: Path, data: Path) -> dict:
             "decision_rule_in_ir": info.decision_rule, "eval_resolution": list(size)}
 
 
-def latency(xml: Path, frame: np.ndarray, runs: int, seconds: float) -> dict:
-    compiled, ran = compile_ir(xml, threads=2)
-    req = compiled.create_infer_request()
-    for _ in range(20):
-        req.infer({0: frame})
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        req.infer({0: frame})
-        times.append(1e3 * (time.perf_counter() - t0))
+def latency(irs: dict, runs: int, seconds: float, rounds: int = 5) -> dict:
+    """Latency and throughput of one set's IRs, {key: (xml, frame)} -> {key: result, or the exception}.
+
+    In `rounds` rounds, each IR in turn runs warm-up inferences (20 in the first round, 5 later: its
+    weights back in cache, as on a line that runs one model), then runs/rounds timed ones, then a
+    seconds/rounds throughput turn. Load from other jobs on the shared cores so hits every IR alike:
+    timed one IR after the other, a burst once inflated a block of consecutive rows by up to 50 %."""
     import openvino as ov
 
-    tp, _ = compile_ir(xml, threads=2, hint="THROUGHPUT")
-    jobs = max(1, int(tp.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-    queue = ov.AsyncInferQueue(tp, jobs)
-    for _ in range(jobs * 2):
-        queue.start_async({0: frame})
-    queue.wait_all()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        queue.start_async({0: frame})
-        n += 1
-    queue.wait_all()
-    fps = n / (time.perf_counter() - t0)
-    return {"ran_as": ran, "threads": 2, "p50_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99)),
-            "runs": runs, "throughput_fps": float(fps), "throughput_requests": jobs}
+    out: dict = {}
+    timed: dict = {}
+    for key, (xml, frame) in irs.items():
+        try:
+            compiled, ran = compile_ir(xml, threads=2)
+            tp, _ = compile_ir(xml, threads=2, hint="THROUGHPUT")
+            jobs = max(1, int(tp.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            timed[key] = {"request": compiled.create_infer_request(), "queue": ov.AsyncInferQueue(tp, jobs), "jobs": jobs,
+                          "frame": frame, "ran": ran, "times": [], "done": 0, "wall": 0.0}
+        except Exception as err:
+            out[key] = err
+    per_round = max(1, runs // rounds)
+    for k in range(rounds):
+        for key, t in list(timed.items()):
+            try:
+                for i in range((20 if k == 0 else 5) + per_round):
+                    t0 = time.perf_counter()
+                    t["request"].infer({0: t["frame"]})
+                    if i >= (20 if k == 0 else 5):
+                        t["times"].append(1e3 * (time.perf_counter() - t0))
+                q = t["queue"]
+                for _ in range(t["jobs"] * 2):  # warm
+                    q.start_async({0: t["frame"]})
+                q.wait_all()
+                n, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < seconds / rounds:
+                    q.start_async({0: t["frame"]})
+                    n += 1
+                q.wait_all()
+                t["done"] += n
+                t["wall"] += time.perf_counter() - t0
+            except Exception as err:
+                out[key] = err
+                del timed[key]
+    for key, t in timed.items():
+        out[key] = {"ran_as": t["ran"], "threads": 2, "p50_ms": float(np.median(t["times"])),
+                    "p99_ms": float(np.percentile(t["times"], 99)), "runs": len(t["times"]), "rounds": rounds,
+                    "throughput_fps": t["done"] / t["wall"], "throughput_requests": t["jobs"]}
+    return out
 
 
 # --------------------------------------------------------------------------- ours
@@ -322,8 +344,9 @@ def reuse_or_reset(out: Path, cache: Path, epochs: int, linked: Path, force: boo
     for a fresh run (failures are retried, never reused)."""
     if cache.is_file() and not force:
         cached = json.loads(cache.read_text())
+        # every stage must have succeeded: a failed export or evaluation is retried, with the current code
         if cached.get("epochs") == epochs and cached.get("train_view") == linked.name and cached.get("spec") == spec and \
-                cached.get("status", {}).get("train") == "ok":
+                cached.get("status") and all(v == "ok" for v in cached["status"].values()):
             return cached
     if out.exists():
         shutil.rmtree(out)
@@ -494,6 +517,14 @@ def verdict(results: list[dict], sets: list[str]) -> dict:
         else:
             lines.append("speed: no anomalib flow IR was timed: NOT POSSIBLE, counted as not met")
             ok = False
+        # not part of the acceptance (it names the flows), but a reader choosing a tool must see it
+        others = [r for r in rows if r["data"] == s and r["tool"] != "edge-inspect"]
+        for metric in ("image_auroc", "pixel_auroc"):
+            best = max(others, key=lambda r: r[metric], default=None)
+            if best is not None and best[metric] > ours[metric]:
+                at = f", {best['latency']['p50_ms']:.2f} ms p50" if best.get("latency") else ""
+                lines.append(f"outside the acceptance: anomalib {LABEL[best['model']]} {best['precision']} has a higher "
+                             f"{metric.replace('_', ' ')} than ours INT8: {best[metric]:.3f} vs {ours[metric]:.3f}{at}")
         out["per_set"][s] = {"met": ok, "lines": lines}
         out["met"] &= ok
     return out
@@ -550,7 +581,7 @@ def write(results: list[dict], sets: list[str], meta: dict, ver: dict) -> None:
     plot(results, sets, RESULTS / "vs_anomalib.png")
     L = ["# edge-inspect vs anomalib (measured here, one run)", "",
          f"Written by `benchmarks/vs_anomalib.py` on {meta['date']} UTC (full command wall time: {meta.get('wall_minutes', '?')} min; "
-         f"training and export results are cached in benchmarks/work/, latencies were all measured in this run). "
+         f"training and export results are cached in benchmarks/work/, IR latencies and throughputs were all measured in this run). "
          f"CPU: {meta['cpu']}, {meta['cores']} cores shared with other engineers' jobs: compare latencies within this table only.",
          f"anomalib {meta['anomalib']} in benchmarks/.venv-anomalib (torch from: {meta['anomalib_venv'].get('torch_from')}); "
          f"OpenVINO {meta['openvino']}, torch {meta['torch']}.", "",
@@ -570,9 +601,11 @@ def write(results: list[dict], sets: list[str], meta: dict, ver: dict) -> None:
           "threshold: ours = NFA regions (log10 NFA < epsilon), anomalib = its default post-processor's pred_mask; "
           "missed / false rejects = the verdicts at each tool's own threshold (ours: the reject rule edge-calibrate stored "
           "in the IR, see Settings; anomalib: pred_label). "
-          "Latency: batch 1, 2 threads, LATENCY hint, p50/p99; 'ms + NFA' adds our NFA decision's p50 (Python, output at "
-          "input resolution), which anomalib's in-graph threshold does not need. Throughput: THROUGHPUT hint, async queue, "
-          "2 threads. Train s = wall time of training on 2 shared cores (anomalib: engine.fit incl. its validation pass; "
+          "Latency: batch 1, 2 threads, LATENCY hint, p50/p99; one set's IRs are timed in 5 interleaved rounds (per round "
+          "and IR: warm-up, 20 timed inferences, a throughput turn) so that load from other jobs on the shared cores hits them "
+          "alike; "
+          "'ms + NFA' adds our NFA decision's p50 (Python, output at input resolution; timed when ours was evaluated), which "
+          "anomalib's in-graph threshold does not need. Throughput: THROUGHPUT hint, async queue, 2 threads. Train s = wall time of training on 2 shared cores (anomalib: engine.fit incl. its validation pass; "
           "ours: edge-train incl. hold-out scoring).", "",
           "| set | tool | model | IR | status | epochs | image AUROC | pixel AUROC | AUPRO | mIoU (own threshold) | missed / false rejects | "
           "p50 ms | p99 ms | ms + NFA | ran as | fps | IR MB | train s |",
@@ -718,18 +751,23 @@ def main(argv=None) -> int:
     # latency of every IR, in this run
     from training.data import load_folder, load_image
 
-    for r in results:
-        data = next(d for d in sets if d.name == r["data"])
+    for data in sets:  # one set's IRs interleaved (see latency)
         sample = load_folder(data, require_test=True).test[0]
-        for prec, ir in r.get("irs", {}).items():
-            if r["tool"] == "edge-inspect":
-                frame = load_image(sample, tuple(ir["input_size"]))[None]
+        irs, owners = {}, {}
+        for i, r in enumerate(results):
+            if r["data"] != data.name:
+                continue
+            for prec, ir in r.get("irs", {}).items():
+                frame = load_image(sample, tuple(ir["input_size"]))[None] if r["tool"] == "edge-inspect" \
+                    else anomalib_frame(sample)
+                irs[(i, prec)] = (Path(ir["xml"]), frame)
+                owners[(i, prec)] = (r, prec, ir)
+        for key, lat in latency(irs, a.runs, a.throughput_seconds).items():
+            r, prec, ir = owners[key]
+            if isinstance(lat, Exception):
+                r["status"][prec] = f"latency failed: {type(lat).__name__}: {lat}"[:300]
             else:
-                frame = anomalib_frame(sample)
-            try:
-                ir["latency"] = latency(Path(ir["xml"]), frame, a.runs, a.throughput_seconds)
-            except Exception as err:
-                r["status"][prec] = f"latency failed: {type(err).__name__}: {err}"[:300]
+                ir["latency"] = lat
             print(f"{r['data']} {r['model']} {prec}: {ir.get('latency', {}).get('p50_ms', float('nan')):.2f} ms p50", flush=True)
     import openvino
     import torch
