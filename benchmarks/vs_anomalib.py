@@ -316,11 +316,12 @@ def latency(irs: dict, runs: int, seconds: float, rounds: int = 5) -> dict:
     per_round = max(1, runs // rounds)
     for k in range(rounds):
         for key, t in list(timed.items()):
+            warm = 20 if k == 0 else 5
             try:
-                for i in range((20 if k == 0 else 5) + per_round):
+                for i in range(warm + per_round):
                     t0 = time.perf_counter()
                     t["request"].infer({0: t["frame"]})
-                    if i >= (20 if k == 0 else 5):
+                    if i >= warm:
                         t["times"].append(1e3 * (time.perf_counter() - t0))
                 q = t["queue"]
                 for _ in range(t["jobs"] * 2):  # warm
