@@ -750,8 +750,9 @@ def tree_nfa_screened(
 ) -> tuple[NFAResult | None, float]:
     """`tree_nfa` for a decision, skipping the trees that provably cannot matter.
 
-    First a sort-free bound (`_binned_bound`, the levels binned by sqrt(Z)): when it clears every
-    scale, no tree and no sort is needed. Otherwise, per scale, a lower bound B_s on every value of
+    First a sort-free bound (`_binned_bound`, the levels binned by sqrt(Z)): with need_min=False a
+    scale it clears needs no sort and no tree (when it clears every scale, nothing else runs). For
+    the other scales, a lower bound B_s on every value of
     its log10 P map (`_tree_bound`: K_k L(f_k), one sort and one table lookup) says, before building the tree, whether the scale can put any
     pixel below epsilon (B_s + log10 N_test < epsilon, in the float32 arithmetic of the map) and
     whether it can lower the map's minimum. Scales are built in order of increasing B_s; a scale
@@ -780,19 +781,16 @@ def tree_nfa_screened(
     def on_map(b: float) -> np.float32:  # a per-scale bound as the float32 map value it bounds
         return np.float32(np.float32(b) + log_n)
 
-    if not need_min:  # most good parts: the sort-free bound already clears every scale
-        quick = []
-        for f, c in zip(levels, chans):  # stop at the first scale it cannot clear (a defect)
-            b = _binned_bound(f, c)
-            if b is None or on_map(b) < eps:
-                break
-            quick.append(b)
-        else:
-            return None, float(on_map(min(quick)))
-    orders = [np.argsort(-f, kind="stable") for f in levels]
-    terms = [_bound_terms(f, c, o) for f, c, o in zip(levels, chans, orders)]
-    bounds = [_bound_of(t) for t in terms]
-    clear = [bool(on_map(b) >= eps) for b in bounds]
+    # need_min=False: a scale that the sort-free bound clears needs neither a sort nor a tree (most
+    # good parts: every scale; a defect: the scales it does not reach). need_min=True sorts them all.
+    quick = [_binned_bound(f, c) for f, c in zip(levels, chans)] if not need_min else [None] * len(levels)
+    pre = [b is not None and bool(on_map(b) >= eps) for b in quick]
+    if all(pre):
+        return None, float(on_map(min(quick)))
+    orders = [None if p else np.argsort(-f, kind="stable") for f, p in zip(levels, pre)]
+    terms = [None if p else _bound_terms(f, c, o) for f, c, o, p in zip(levels, chans, orders, pre)]
+    bounds = [b if p else _bound_of(t) for b, t, p in zip(quick, terms, pre)]
+    clear = [p or bool(on_map(b) >= eps) for b, p in zip(bounds, pre)]
     lower = float(on_map(min(bounds)))
     if not need_min:
         if all(clear):
