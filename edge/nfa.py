@@ -315,7 +315,12 @@ def log10_n_tests(h: int, w: int) -> float:
 
 def log10_n_tests_total(shapes: Sequence[tuple[int, int]]) -> float:
     """log10 of sum over scales of 10**log10_n_tests(h, w)."""
-    v = np.array([log10_n_tests(int(h), int(w)) for h, w in shapes])
+    return _log10_n_tests_total(tuple((int(h), int(w)) for h, w in shapes))
+
+
+@lru_cache(maxsize=64)
+def _log10_n_tests_total(shapes: tuple[tuple[int, int], ...]) -> float:
+    v = np.array([log10_n_tests(h, w) for h, w in shapes])
     m = v.max()
     return float(m + np.log10(np.sum(10.0 ** (v - m))))
 
@@ -514,10 +519,18 @@ def _grid_neighbours(h: int, w: int) -> np.ndarray:
 
 def _levels(zsq: np.ndarray) -> np.ndarray:
     """Z as the tree sees it: float64, flat, +inf clipped to 1e300; NaN raises ValueError."""
-    f = np.asarray(zsq).astype(np.float64).ravel()
-    if np.isnan(f).any():
+    return _levels_all([zsq])[1][0]
+
+
+def _levels_all(maps: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """`_levels` of every scale, computed on one concatenated buffer (a few numpy calls per part
+    instead of a few per scale): (the buffer, one flat view of it per scale)."""
+    flat = np.concatenate([np.ravel(m) for m in maps], dtype=np.float64)
+    if np.isnan(flat).any():
         raise ValueError("zsq contains NaN")
-    return np.clip(f, 0.0, 1e300)
+    np.clip(flat, 0.0, 1e300, out=flat)
+    ends = np.cumsum([np.size(m) for m in maps]).tolist()
+    return flat, [flat[e - np.size(m):e] for e, m in zip(ends, maps)]
 
 
 def _tree_bound(f: np.ndarray, channels: int, order: np.ndarray | None = None) -> float:
@@ -575,15 +588,41 @@ def _binned_bound(f: np.ndarray, channels: int) -> float | None:
     minimum over occupied bins bounds every value of the scale's map from below, like
     `_tree_bound`, within a few % of it. None when a level lies beyond the table's grid (the
     exact bound handles the closed-form tail)."""
-    lhi = _binned_bound_table(channels)
-    m = lhi.size
-    j = np.minimum(np.sqrt(f) * (1.0 / _BIN_U), m).astype(np.intp)  # clipped first: Z may be 1e300
-    if j.size and int(j.max()) >= m:
-        return None
-    counts = np.bincount(j, minlength=m)
-    k = np.cumsum(counts[::-1])[::-1]  # K_j: pixels in bins >= j
-    occupied = counts > 0
-    return float(max(np.min(k[occupied] * lhi[occupied]), _LOG_FLOOR)) if occupied.any() else 0.0
+    f = np.asarray(f, dtype=np.float64).ravel()
+    return _binned_bounds(f, (f.size,), (int(channels),))[0]
+
+
+@lru_cache(maxsize=32)
+def _binned_plan(sizes: tuple[int, ...], channels: tuple[int, ...]):
+    """What `_binned_bounds` needs for one layout of scales: per pixel, its scale's bin cap m_s
+    (bins 0..m_s-1 lie inside the table's grid, m_s collects the levels beyond it) and the offset
+    of its scale's row in a (scales, width) histogram; per row, L at each bin's upper edge."""
+    tables = [_binned_bound_table(c) for c in channels]
+    caps = np.array([t.size for t in tables], dtype=np.intp)
+    width = int(caps.max()) + 1
+    lhi = np.zeros((len(tables), width))
+    for s, t in enumerate(tables):
+        lhi[s, :t.size] = t
+    cap = np.repeat(caps.astype(np.float64), sizes)
+    offset = np.repeat(np.arange(len(tables), dtype=np.intp) * width, sizes)
+    for a in (caps, lhi, cap, offset):
+        a.setflags(write=False)
+    return caps, width, lhi, cap, offset
+
+
+def _binned_bounds(flat: np.ndarray, sizes: tuple[int, ...], channels: tuple[int, ...]) -> list[float | None]:
+    """`_binned_bound` of every scale at once: flat holds the scales' levels one after the other
+    (`_levels_all`'s buffer), sizes[s] of them for scale s. One histogram for all scales, so a
+    part costs a dozen numpy calls whatever the number of scales."""
+    caps, width, lhi, cap, offset = _binned_plan(sizes, channels)
+    n = len(sizes)
+    j = np.minimum(np.sqrt(flat) * (1.0 / _BIN_U), cap).astype(np.intp)  # clipped first: Z may be 1e300
+    j += offset
+    counts = np.bincount(j, minlength=n * width).reshape(n, width)
+    far = counts[np.arange(n), caps] > 0  # a level beyond the grid: the exact bound decides
+    k = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]  # K_j: pixels of the scale in bins >= j
+    lows = np.where(counts > 0, k * lhi, np.inf).min(axis=1).tolist()
+    return [None if x else (max(low, _LOG_FLOOR) if low != math.inf else 0.0) for x, low in zip(far.tolist(), lows)]
 
 
 def _tree_log10_prob(zsq: np.ndarray, channels: int) -> np.ndarray:
@@ -774,7 +813,7 @@ def tree_nfa_screened(
     maps = _prep_scales(zsq, channels)
     out_size = (int(out_size[0]), int(out_size[1]))
     chans = [int(c) for c in channels]
-    levels = [_levels(m) for m in maps]
+    flat, levels = _levels_all(maps)
     log_n = np.float32(log10_n_tests_total([m.shape for m in maps]))
     eps = np.float32(epsilon)
 
@@ -783,7 +822,10 @@ def tree_nfa_screened(
 
     # need_min=False: a scale that the sort-free bound clears needs neither a sort nor a tree (most
     # good parts: every scale; a defect: the scales it does not reach). need_min=True sorts them all.
-    quick = [_binned_bound(f, c) for f, c in zip(levels, chans)] if not need_min else [None] * len(levels)
+    if need_min:
+        quick = [None] * len(levels)
+    else:
+        quick = _binned_bounds(flat, tuple(f.size for f in levels), tuple(chans))
     pre = [b is not None and bool(on_map(b) >= eps) for b in quick]
     if all(pre):
         return None, float(on_map(min(quick)))
