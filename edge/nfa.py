@@ -580,14 +580,16 @@ def _binned_bound_table(channels: int) -> np.ndarray:
     return upper - (np.abs(upper) * 1e-7 + 1e-7)
 
 
-def _binned_bound(f: np.ndarray, channels: int) -> float | None:
-    """A cheaper, weaker lower bound than `_tree_bound` (no sort): the levels binned by sqrt(Z).
+def _binned_bound(f: np.ndarray, channels: int) -> float:
+    """A cheaper, weaker lower bound than `_tree_bound` (no sort of the whole map): the levels
+    binned by sqrt(Z).
 
     For a pixel in bin j = [e_j, e_j+1): its node's area is at most K_j = #{Z >= e_j} and its tail
     L(Z) >= L(e_j+1) (L decreases), so K L >= K_j L(e_j+1) for both factors' signs (L <= 0). The
     minimum over occupied bins bounds every value of the scale's map from below, like
-    `_tree_bound`, within a few % of it. None when a level lies beyond the table's grid (the
-    exact bound handles the closed-form tail)."""
+    `_tree_bound`, within a few % of it. The few levels past the last bin (a defect's strongest
+    pixels, beyond the table's grid or near its end) are sorted and take `_tree_bound`'s exact terms:
+    every other pixel lies below them, so their K counts only them."""
     f = np.asarray(f, dtype=np.float64).ravel()
     return _binned_bounds(f, (f.size,), (int(channels),))[0]
 
@@ -595,34 +597,43 @@ def _binned_bound(f: np.ndarray, channels: int) -> float | None:
 @lru_cache(maxsize=32)
 def _binned_plan(sizes: tuple[int, ...], channels: tuple[int, ...]):
     """What `_binned_bounds` needs for one layout of scales: per pixel, its scale's bin cap m_s
-    (bins 0..m_s-1 lie inside the table's grid, m_s collects the levels beyond it) and the offset
-    of its scale's row in a (scales, width) histogram; per row, L at each bin's upper edge."""
+    (bins 0..m_s-1 lie inside the table's grid, bin m_s collects the levels past them) and the
+    offset of its scale's row in a (scales, width) histogram; per row, L at each bin's upper edge
+    and which columns are bins inside the grid (from column m_s on, pixels are bounded exactly);
+    where each scale starts in the buffer."""
     tables = [_binned_bound_table(c) for c in channels]
     caps = np.array([t.size for t in tables], dtype=np.intp)
     width = int(caps.max()) + 1
     lhi = np.zeros((len(tables), width))
     for s, t in enumerate(tables):
         lhi[s, :t.size] = t
+    inside = np.arange(width)[None, :] < caps[:, None]
     cap = np.repeat(caps.astype(np.float64), sizes)
     offset = np.repeat(np.arange(len(tables), dtype=np.intp) * width, sizes)
-    for a in (caps, lhi, cap, offset):
+    for a in (caps, lhi, inside, cap, offset):
         a.setflags(write=False)
-    return caps, width, lhi, cap, offset
+    return caps, width, lhi, inside, cap, offset, np.cumsum((0,) + sizes).tolist()
 
 
-def _binned_bounds(flat: np.ndarray, sizes: tuple[int, ...], channels: tuple[int, ...]) -> list[float | None]:
+def _binned_bounds(flat: np.ndarray, sizes: tuple[int, ...], channels: tuple[int, ...]) -> list[float]:
     """`_binned_bound` of every scale at once: flat holds the scales' levels one after the other
     (`_levels_all`'s buffer), sizes[s] of them for scale s. One histogram for all scales, so a
-    part costs a dozen numpy calls whatever the number of scales."""
-    caps, width, lhi, cap, offset = _binned_plan(sizes, channels)
+    part costs a dozen numpy calls whatever the number of scales (plus a small sort per scale
+    that has levels past its last bin)."""
+    caps, width, lhi, inside, cap, offset, starts = _binned_plan(sizes, channels)
     n = len(sizes)
     j = np.minimum(np.sqrt(flat) * (1.0 / _BIN_U), cap).astype(np.intp)  # clipped first: Z may be 1e300
-    j += offset
-    counts = np.bincount(j, minlength=n * width).reshape(n, width)
-    far = counts[np.arange(n), caps] > 0  # a level beyond the grid: the exact bound decides
+    counts = np.bincount(j + offset, minlength=n * width).reshape(n, width)
     k = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]  # K_j: pixels of the scale in bins >= j
-    lows = np.where(counts > 0, k * lhi, np.inf).min(axis=1).tolist()
-    return [None if x else (max(low, _LOG_FLOOR) if low != math.inf else 0.0) for x, low in zip(far.tolist(), lows)]
+    lows = np.where((counts > 0) & inside, k * lhi, np.inf).min(axis=1).tolist()
+    out = []
+    for s, (low, past) in enumerate(zip(lows, counts[np.arange(n), caps].tolist())):
+        if past:  # pixels past the last bin are the scale's highest levels (sqrt is monotone)
+            lo, hi = starts[s], starts[s + 1]
+            top = flat[lo:hi][j[lo:hi] == caps[s]]
+            low = min(low, float(np.min(_bound_terms(top, channels[s]))))
+        out.append(max(low, _LOG_FLOOR) if low != math.inf else 0.0)
+    return out
 
 
 def _tree_log10_prob(zsq: np.ndarray, channels: int) -> np.ndarray:
@@ -826,7 +837,7 @@ def tree_nfa_screened(
         quick = [None] * len(levels)
     else:
         quick = _binned_bounds(flat, tuple(f.size for f in levels), tuple(chans))
-    pre = [b is not None and bool(on_map(b) >= eps) for b in quick]
+    pre = [b is not None and bool(on_map(b) >= eps) for b in quick]  # None: need_min, no pre-screen
     if all(pre):
         return None, float(on_map(min(quick)))
     orders = [None if p else np.argsort(-f, kind="stable") for f, p in zip(levels, pre)]
