@@ -85,6 +85,20 @@ def test_tree_fast_chi2_table_agrees_with_exact_tail(k):
     assert err.max() < 1e-8
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 24, 112, 816])
+def test_chi2_table_far_tail_agrees_with_the_continued_fraction(k):
+    """Past the grid the table uses the closed-form asymptote times a tabulated correction: a
+    defect's Z can be 1e3..1e12; relative error must stay far below float32's (the map's) 6e-8."""
+    t = nfa._chi2_table(k)
+    x = np.concatenate([np.geomspace(t.u_max ** 2 * (1 + 1e-9), 1e12, 5000),
+                        np.random.default_rng(k).uniform(t.u_max ** 2, 50 * t.u_max ** 2, 5000)])
+    exact = nfa.log10_chi2_sf(x, k)
+    assert np.max(np.abs(t(x) - exact) / np.abs(exact)) < 1e-10
+    assert np.all(np.diff(t(np.sort(x))) <= 0)  # still a decreasing tail
+    got = t(np.array([np.inf, 1e300]))
+    assert got[0] == -np.inf and np.isfinite(got[1])
+
+
 def test_chernoff_bound_defect_is_absent_for_a_shrunken_latent():
     # The published tree code used -(C/2)(x/C - 1 - ln(x/C)) for every x; with std 0.93,
     # C = 192 at 14x14 that bound flags every pixel. The exact tail flags none.
