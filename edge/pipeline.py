@@ -279,7 +279,7 @@ class Pipeline:
                     self._failsafe(part, "deadline", f"deadline {self.cfg['deadline_ms']:g} ms passed before inference")
                     continue
                 try:
-                    aq.start_async({0: image[None]}, part)
+                    aq.start_async(image[None], part)
                 except Exception as err:
                     self.counters.add("inference_errors")
                     self._failsafe(part, "inference_error", f"inference failed ({type(err).__name__}: {_short(err)})")

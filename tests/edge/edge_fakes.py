@@ -98,13 +98,13 @@ class _FakeQueue:
             item = self.q.get()
             if item is None:
                 return
-            inputs, part = item
+            batch, part = item
             if self.model.delay_s:
                 time.sleep(self.model.delay_s)
             if part.id in self.model.fail_on:
                 result = RuntimeError("Exception from src/inference/src/infer_request.cpp:\nsimulated device failure")
             else:
-                result = self.model.infer_now(inputs[0][0])
+                result = self.model.infer_now(batch[0])
                 if not getattr(self.model, "keep_map", True):
                     result.anomaly_map = None
             self.callback(result, part)
@@ -112,12 +112,12 @@ class _FakeQueue:
                 self.busy -= 1
                 self.lock.notify_all()
 
-    def start_async(self, inputs, part):
+    def start_async(self, batch, part):
         if part.id in self.model.raise_on:
             raise RuntimeError("simulated: infer request refused")
         with self.lock:
             self.busy += 1
-        self.q.put((inputs, part))
+        self.q.put((batch, part))
 
     def wait_all(self):
         with self.lock:

@@ -63,7 +63,7 @@ def test_async_results_without_the_map_keep_score_and_latents(int8_ir):
     got = {}
     for keep in (True, False):
         aq = model.async_queue(2, lambda result, tag: got.__setitem__(tag, result), keep_map=keep)
-        aq.start_async({0: frame[None]}, keep)
+        aq.start_async(frame[None], keep)
         aq.wait_all()
     assert got[True].anomaly_map.shape == (h, w)
     assert got[False].anomaly_map is None
@@ -79,9 +79,9 @@ def test_request_queue_returns_the_request_after_a_rejected_input(int8_ir):
     got = []
     aq = model.async_queue(1, lambda result, tag: got.append((tag, result)))
     with pytest.raises(Exception):
-        aq.start_async({0: np.zeros((1, h + 3, w, 3), np.uint8)}, "bad")
+        aq.start_async(np.zeros((1, h + 3, w, 3), np.uint8), "bad")
     for tag in ("a", "b"):
-        aq.start_async({0: np.zeros((1, h, w, 3), np.uint8)}, tag)
+        aq.start_async(np.zeros((1, h, w, 3), np.uint8), tag)
     aq.wait_all()
     assert [t for t, _ in got] == ["a", "b"]
     assert got[0][1].score == got[1][1].score
