@@ -455,12 +455,38 @@ def _combine(smalls: Sequence[np.ndarray], out_size: tuple[int, int], mode: str,
 
 def _label(mask: np.ndarray) -> tuple[int, np.ndarray]:
     """8-connected labels (0 = background, 1..n). cv2 when importable, numpy otherwise."""
+    n, lab, _ = _label_stats(mask)
+    return n, lab
+
+
+def _label_stats(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """`_label` plus, per region 1..n (row r - 1), its half-open box and area as int64
+    (x0, y0, x1, y1, area). cv2 when importable (connectedComponentsWithStats), numpy otherwise."""
     try:
         import cv2  # noqa: PLC0415  (optional; present on the edge install)
     except ImportError:  # pragma: no cover - exercised by the tests through _label_numpy
-        return _label_numpy(mask)
-    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    return n - 1, lab
+        n, lab = _label_numpy(mask)
+        return n, lab, _region_stats(lab, n)
+    n, lab, st, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    st = st[1:].astype(np.int64)
+    st[:, 2] += st[:, 0]  # width -> x1
+    st[:, 3] += st[:, 1]  # height -> y1
+    return n - 1, lab, st
+
+
+def _region_stats(lab: np.ndarray, n: int) -> np.ndarray:
+    """(x0, y0, x1, y1, area) per label 1..n of a label image, numpy only."""
+    ys, xs = np.nonzero(lab)
+    labs = lab[ys, xs] - 1
+    st = np.empty((n, 5), dtype=np.int64)
+    st[:, 0] = st[:, 1] = np.iinfo(np.int64).max
+    st[:, 2] = st[:, 3] = -1
+    np.minimum.at(st[:, 0], labs, xs)
+    np.minimum.at(st[:, 1], labs, ys)
+    np.maximum.at(st[:, 2], labs, xs + 1)
+    np.maximum.at(st[:, 3], labs, ys + 1)
+    st[:, 4] = np.bincount(labs, minlength=n)
+    return st
 
 
 def _label_numpy(mask: np.ndarray) -> tuple[int, np.ndarray]:
@@ -505,38 +531,21 @@ def _finish(
 ) -> NFAResult:
     """Mask, regions. per_scale: the per-scale log10 P maps at latent size; a region's scale is the
     one with the minimum (tree) / most negative (window) contribution at the region's argmin."""
-    nfa32 = log10_nfa.astype(np.float32)
+    nfa32 = np.asarray(log10_nfa, dtype=np.float32)
     mask = nfa32 < np.float32(epsilon)
     regions: list[Region] = []
     if mask.any():
-        n, lab = _label(mask)
+        n, lab, stats = _label_stats(mask)
         ys, xs = np.nonzero(mask)
         labs = lab[ys, xs] - 1
         vals = nfa32[ys, xs]
         order = np.lexsort((vals, labs))  # by label, then value: first of each label = argmin
         first = np.flatnonzero(np.r_[True, labs[order][1:] != labs[order][:-1]])
-        area = np.bincount(labs, minlength=n)
-        x0 = np.full(n, np.iinfo(np.int64).max)
-        y0 = x0.copy()
-        x1 = np.full(n, -1)
-        y1 = x1.copy()
-        np.minimum.at(x0, labs, xs)
-        np.minimum.at(y0, labs, ys)
-        np.maximum.at(x1, labs, xs)
-        np.maximum.at(y1, labs, ys)
-        for i in first:
-            j = order[i]
-            r = labs[j]
+        for j in order[first].tolist():
+            x0, y0, x1, y1, area = stats[labs[j]].tolist()
             py, px = ys[j], xs[j]
             s = int(np.argmin([_resize_at(m, py, px, out_size, mode) for m in per_scale]))
-            regions.append(
-                Region(
-                    area=int(area[r]),
-                    bbox=(int(x0[r]), int(y0[r]), int(x1[r]) + 1, int(y1[r]) + 1),
-                    log10_nfa=float(vals[j]),
-                    scale=s,
-                )
-            )
+            regions.append(Region(area=area, bbox=(x0, y0, x1, y1), log10_nfa=float(vals[j]), scale=s))
         regions.sort(key=lambda g: g.log10_nfa)
     return NFAResult(log10_nfa_map=nfa32, mask=mask, regions=regions)
 

@@ -375,6 +375,19 @@ def test_numpy_labelling_fallback_matches_cv2():
     assert nfa._label_numpy(np.zeros((4, 4), bool))[0] == 0
 
 
+def test_region_boxes_and_areas_agree_between_cv2_and_the_numpy_fallback():
+    pytest.importorskip("cv2")
+    rng = np.random.default_rng(4)
+    for density in (0.02, 0.3, 0.6):
+        mask = rng.random((23, 41)) < density
+        n_cv, _, st_cv = nfa._label_stats(mask)
+        n_np, lab_np = nfa._label_numpy(mask)
+        st_np = nfa._region_stats(lab_np, n_np)
+        assert n_cv == n_np
+        assert sorted(map(tuple, st_cv.tolist())) == sorted(map(tuple, st_np.tolist()))
+        assert st_np[:, 4].sum() == mask.sum()
+
+
 def test_accepts_ir_shaped_outputs_and_rejects_mismatched_channels():
     rng = np.random.default_rng(9)
     zs = _latents(rng)
