@@ -697,31 +697,34 @@ def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.nd
                       keep: int | None = None) -> np.ndarray:
     """The scale's (h, w) log10 P map. keep: build only the max-tree of the upper level set made of
     the first `keep` pixels in processing order (a forest: one root per component); see
-    `tree_nfa_screened` for when that gives the full tree's significant regions exactly."""
+    `tree_nfa_screened` for when that gives the full tree's significant regions exactly.
+
+    Everything below works on ranks (position in processing order, 0 = highest level) of the
+    pixels taken, so a defect's few-pixel level set costs a few-pixel tree, not the whole map's."""
     n = h * w
     if order is None:
         order = np.argsort(-f, kind="stable")  # processing order: decreasing Z
     if keep is not None and keep < n:
         order = order[:keep]
     m = order.size
-    rank = np.full(n, n, dtype=np.intp)  # pixels left out are never "processed before"
+    rank = np.full(n + 1, m, dtype=np.intp)  # pixels left out, and the sentinel, are never "processed before"
     rank[order] = np.arange(m)
+    fr = f[order]  # levels by rank, decreasing
 
     # Each 4-neighbour edge is handled when its later-processed end p is processed; listing the
-    # edges by rank[p] gives Berger's max-tree algorithm as a flat loop over edges.
-    nb = _grid_neighbours(h, w)[order]  # rows in processing order
-    rank_ext = np.append(rank, n)  # the sentinel neighbour is never "processed before"
-    earlier = rank_ext[nb] < np.arange(m)[:, None]
-    ep_l = np.broadcast_to(order[:, None], nb.shape)[earlier].tolist()
-    eq_l = nb[earlier].tolist()
+    # edges by rank of p gives Berger's max-tree algorithm as a flat loop over edges.
+    nbr = rank[_grid_neighbours(h, w)[order]]  # (m, 4) neighbour ranks, rows in processing order
+    earlier = nbr < np.arange(m)[:, None]
+    ep_l = np.nonzero(earlier)[0].tolist()
+    eq_l = nbr[earlier].tolist()
 
     # Union-find by size with path halving; rep[root] is the component's latest pixel (its
     # max-tree node), which is what parent links point to (Berger et al. 2007, with union by rank).
-    parent = list(range(n))
-    zpar = list(range(n))
-    size = [1] * n
-    rep = list(range(n))
-    area = [1] * n
+    parent = list(range(m))
+    zpar = list(range(m))
+    size = [1] * m
+    rep = list(range(m))
+    area = [1] * m
     last = zp = -1
     for p, q in zip(ep_l, eq_l):
         if p != last:
@@ -747,25 +750,27 @@ def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.nd
                 size[zp] += size[r]
             rep[zp] = p
 
+    ids = np.arange(m)
     par = np.array(parent, dtype=np.intp)
-    is_root = par == np.arange(n)  # the whole grid: one root (the last pixel); a level set: one per component
+    is_root = par == ids  # the whole grid: one root (the last pixel); a level set: one per component
     # Canonicalise (ties): every pixel must point to the level root of its parent's level component.
     pp = par[par]
-    if np.any((f[pp] == f[par]) & (pp != par)):
-        for x in order[::-1].tolist():
+    if np.any((fr[pp] == fr[par]) & (pp != par)):
+        fl = fr.tolist()
+        for x in range(m - 1, -1, -1):
             q = parent[x]
-            if f[parent[q]] == f[q]:
+            if fl[parent[q]] == fl[q]:
                 parent[x] = parent[q]
         par = np.array(parent, dtype=np.intp)
-    canon = (f[par] != f) | is_root
+    canon = (fr[par] != fr) | is_root
 
-    nodes = order[canon[order]]  # canonical pixels, decreasing level (children first)
+    nodes = np.flatnonzero(canon)  # canonical ranks, decreasing level (children first)
     area_a = np.array(area, dtype=np.float64)
-    lp_node = np.zeros(n, dtype=np.float64)
-    lp_node[nodes] = np.maximum(area_a[nodes] * _chi2_table(channels)(f[nodes]), _LOG_FLOOR)
+    lp_node = np.zeros(m, dtype=np.float64)
+    lp_node[nodes] = np.maximum(area_a[nodes] * _chi2_table(channels)(fr[nodes]), _LOG_FLOOR)
     node_par = par[nodes]
     not_root = ~is_root[nodes]
-    nchild = np.bincount(node_par[not_root], minlength=n)
+    nchild = np.bincount(node_par[not_root], minlength=m)
 
     # Prune/merge to the fixed point, as one bottom-up pass: a subtree either collapses to one
     # leaf (its branch's most significant node, or a bifurcation that won its merge), or it is
@@ -773,10 +778,10 @@ def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.nd
     lp = lp_node.tolist()
     nch = nchild.tolist()
     par_l = par.tolist()
-    ncoll = [0] * n
-    cmin = [math.inf] * n
-    cbest = [0] * n
-    best = [-1] * n  # -1: subtree not collapsible
+    ncoll = [0] * m
+    cmin = [math.inf] * m
+    cbest = [0] * m
+    best = [-1] * m  # -1: subtree not collapsible
     for v in nodes.tolist():
         nc = nch[v]
         if nc == 0:
@@ -803,18 +808,19 @@ def _tree_from_levels(f: np.ndarray, h: int, w: int, channels: int, order: np.nd
     best_a = np.array(best, dtype=np.intp)
     coll = best_a >= 0
     final_src = nodes[coll[nodes] & (is_root[nodes] | ~coll[node_par])]
-    is_final = np.zeros(n, dtype=bool)
+    is_final = np.zeros(m, dtype=bool)
     is_final[best_a[final_src]] = True
 
-    # Pixel -> nearest final ancestor-or-self (pointer doubling), else none.
+    # Rank -> nearest final ancestor-or-self (pointer doubling), else none.
     stop = is_final | is_root
-    jump = np.where(stop, np.arange(n), par)
+    jump = np.where(stop, ids, par)
     while True:
         nxt = jump[jump]
         if np.array_equal(nxt, jump):
             break
         jump = nxt
-    out = np.where(is_final[jump], lp_node[jump], 0.0)
+    out = np.zeros(n, dtype=np.float64)  # pixels left out of the level set: in no region
+    out[order] = np.where(is_final[jump], lp_node[jump], 0.0)
     return out.reshape(h, w)
 
 
