@@ -540,7 +540,8 @@ def _finish(
         labs = lab[ys, xs] - 1
         vals = nfa32[ys, xs]
         order = np.lexsort((vals, labs))  # by label, then value: first of each label = argmin
-        first = np.flatnonzero(np.r_[True, labs[order][1:] != labs[order][:-1]])
+        lo = labs[order]
+        first = np.flatnonzero(np.concatenate(([True], lo[1:] != lo[:-1])))
         for j in order[first].tolist():
             x0, y0, x1, y1, area = stats[labs[j]].tolist()
             py, px = ys[j], xs[j]
@@ -610,7 +611,8 @@ def _bound_terms(f: np.ndarray, channels: int, order: np.ndarray | None = None) 
     a = 0.5 * channels
     nf = int(np.count_nonzero(fs > table.u_max * table.u_max)) if a >= 1.0 else 0  # far values: a prefix
     tail = np.empty_like(fs)
-    tail[nf:] = table(fs[nf:])
+    if nf < fs.size:
+        tail[nf:] = table(fs[nf:])
     if nf:
         y = 0.5 * fs[:nf]
         lb = ((a - 1.0) * np.log(y) - y - math.lgamma(a)) / _LN10
