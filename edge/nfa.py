@@ -255,20 +255,12 @@ class _Chi2Log10SF:
         """log10 P(chi^2_k >= x) for finite x past the grid, from the far table."""
         a = self._far_a
         y = 0.5 * x
-        u = (self._far_y_hi * (self._far_n - 1.0)) / y
-        i = np.minimum(u.astype(np.intp), self._far_n - 2)
-        t = u - i
-        c = self._far_c[i]
-        g = ((c[..., 3] * t + c[..., 2]) * t + c[..., 1]) * t + c[..., 0]
+        g = _hermite_eval(self._far_c, (self._far_y_hi * (self._far_n - 1.0)) / y)
         return (g - y + (a - 1.0) * np.log(y) - math.lgamma(a)) / _LN10
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        u = np.minimum(np.sqrt(np.maximum(x, 0.0)) * (1.0 / self.du), self.f.size - 1)
-        i = np.minimum(u.astype(np.intp), self.f.size - 2)
-        t = u - i
-        c = self._c[i]
-        out = ((c[..., 3] * t + c[..., 2]) * t + c[..., 1]) * t + c[..., 0]
+        out = _hermite_eval(self._c, np.minimum(np.sqrt(np.maximum(x, 0.0)) * (1.0 / self.du), self.f.size - 1))
         far = x > self.u_max * self.u_max
         if far.any():
             xf = x[far]
@@ -287,6 +279,15 @@ def _hermite_power_form(f: np.ndarray, d: np.ndarray) -> np.ndarray:
     per interval, for Horner evaluation in t in [0, 1]."""
     f0, f1, d0, d1 = f[:-1], f[1:], d[:-1], d[1:]
     return np.stack([f0, d0, 3 * (f1 - f0) - 2 * d0 - d1, 2 * (f0 - f1) + d0 + d1], 1)
+
+
+def _hermite_eval(coef: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The piecewise cubic of `_hermite_power_form` at grid coordinates u in [0, n-1] (node i at
+    u = i; u = n-1 falls in the last interval)."""
+    i = np.minimum(u.astype(np.intp), len(coef) - 1)
+    t = u - i
+    c = coef[i]
+    return ((c[..., 3] * t + c[..., 2]) * t + c[..., 1]) * t + c[..., 0]
 
 
 @lru_cache(maxsize=32)
