@@ -85,6 +85,15 @@ PAPER = [
 ]
 
 
+# anomalib's PatchCore on lookout_cookie: the k-center-greedy coreset search grew ~25 MB per step and was
+# OOM-killed at step ~950 of 3173 with 24 GB resident (three times on 2026-11-30, fresh clone; not autograd:
+# no grad mode, no grad on the bank). Measured fix: a fixed 1 MB glibc mmap threshold, so each step's
+# ~19 MB (N, D) temporaries are mmap'd and returned on free: the same search then stays at 1.1 GB. Most
+# likely heap fragmentation (glibc's dynamic threshold moves such blocks onto the heap after the first
+# free). Results do not depend on it.
+WORKER_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+
+
 def sh(cmd: list[str], log: Path | None = None, env: dict | None = None) -> int:
     print("+", " ".join(str(c) for c in cmd), flush=True)
     if log:
@@ -463,7 +472,7 @@ def run_anomalib(model: str, data: Path, linked: Path, epochs: int, force: bool)
     rc = sh([ANO_VENV / "bin" / "python", BENCH / "anomalib_worker.py", "--model", model, "--data", linked, "--out", out,
              "--epochs", epochs, "--image-size", IMAGE_SIZE, "--threads", 2, "--coreset-ratio", f"{ratio:.5f}",
              "--backbone", spec["backbone"],
-             "--eval-data", linked], out / "worker.log")
+             "--eval-data", linked], out / "worker.log", env=WORKER_ENV)
     wall = round(time.time() - t0, 1)
     rfile = out / "result.json"
     if rfile.is_file():
