@@ -233,14 +233,15 @@ class _Chi2Log10SF:
         self.d = dfdu * du  # derivatives scaled to unit spacing
         # the same cubic Hermite per interval in power form (Horner: 3 multiply-adds per value)
         self._c = _hermite_power_form(f, self.d)
-        self._far_table(a, 0.5 * self.u_max * self.u_max)
+        self._far_c = self._far_table()
 
-    def _far_table(self, a: float, y_hi: float, n: int = 2049) -> None:
+    def _far_table(self, n: int = 2049) -> np.ndarray:
         """Beyond the grid (y = x/2 > y_hi): ln Q(a, y) = -y + (a-1) ln y - ln Gamma(a) + g, where
         g = ln(Gamma(a, y) e^y y^(1-a)) -> 0 smoothly as v = y_hi / y -> 0 (g ~ (a-1) v / y_hi).
         g on a uniform grid in v in [0, 1], exact values (continued fraction) and derivatives
         (dg/dy = 1 - e^-g - (a-1)/y), the same cubic Hermite: a defect's far tail costs a lookup,
         not a continued-fraction loop."""
+        a, y_hi = 0.5 * self.k, 0.5 * self.u_max * self.u_max
         v = np.arange(n) / (n - 1.0)
         y = y_hi / v[1:]
         g = np.zeros(n)
@@ -248,14 +249,13 @@ class _Chi2Log10SF:
         dgdv = np.empty(n)
         dgdv[0] = (a - 1.0) / y_hi
         dgdv[1:] = -(y * y / y_hi) * (-np.expm1(-g[1:]) - (a - 1.0) / y)
-        self._far_a, self._far_y_hi, self._far_n = a, y_hi, n
-        self._far_c = _hermite_power_form(g, dgdv / (n - 1.0))
+        return _hermite_power_form(g, dgdv / (n - 1.0))
 
     def _far(self, x: np.ndarray) -> np.ndarray:
         """log10 P(chi^2_k >= x) for finite x past the grid, from the far table."""
-        a = self._far_a
+        a, y_hi = 0.5 * self.k, 0.5 * self.u_max * self.u_max
         y = 0.5 * x
-        g = _hermite_eval(self._far_c, (self._far_y_hi * (self._far_n - 1.0)) / y)
+        g = _hermite_eval(self._far_c, (y_hi * len(self._far_c)) / y)  # grid coordinate (n - 1) v
         return (g - y + (a - 1.0) * np.log(y) - math.lgamma(a)) / _LN10
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -454,15 +454,10 @@ def _combine(smalls: Sequence[np.ndarray], out_size: tuple[int, int], mode: str,
     return total
 
 
-def _label(mask: np.ndarray) -> tuple[int, np.ndarray]:
-    """8-connected labels (0 = background, 1..n). cv2 when importable, numpy otherwise."""
-    n, lab, _ = _label_stats(mask)
-    return n, lab
-
-
 def _label_stats(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """`_label` plus, per region 1..n (row r - 1), its half-open box and area as int64
-    (x0, y0, x1, y1, area). cv2 when importable (connectedComponentsWithStats), numpy otherwise."""
+    """8-connected labels (0 = background, 1..n) and, per region 1..n (row r - 1), its half-open
+    box and area as int64 (x0, y0, x1, y1, area). cv2 when importable
+    (connectedComponentsWithStats), numpy otherwise."""
     try:
         import cv2  # noqa: PLC0415  (optional; present on the edge install)
     except ImportError:  # pragma: no cover - exercised by the tests through _label_numpy
@@ -583,7 +578,7 @@ def _levels_all(maps: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray
         raise ValueError("zsq contains NaN")
     np.clip(flat, 0.0, 1e300, out=flat)
     ends = np.cumsum([np.size(m) for m in maps]).tolist()
-    return flat, [flat[e - np.size(m):e] for e, m in zip(ends, maps)]
+    return flat, [flat[lo:hi] for lo, hi in zip([0] + ends, ends)]
 
 
 def _tree_bound(f: np.ndarray, channels: int, order: np.ndarray | None = None) -> float:
