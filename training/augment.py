@@ -12,6 +12,9 @@ Presets (`edge-train --augment NAME`):
   up/down, shot under drifting light (magnetic tiles, sheet metal, fabric);
 * `object`  — any rotation about the centre, small shifts, flips and milder photometric jitter:
   parts that lie in any orientation on a conveyor (cookies, washers).
+* `exposure` — lighting gain only, clipped at 255 as the sensor clips: a brighter session's blown
+  highlights (flat white patches with no texture) are normal, not a defect. With the model's per-image
+  standardisation (`image_norm`) a gain without clipping changes nothing; the clipping is the point.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ PRESETS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(),
     "texture": AugmentConfig(hflip=True, vflip=True, gain=0.3, contrast=0.2, gamma=0.2),
     "object": AugmentConfig(hflip=True, vflip=True, rotate_deg=180.0, shift=0.05, gain=0.15, contrast=0.15, gamma=0.1),
+    "exposure": AugmentConfig(gain=0.4),
 }
 
 

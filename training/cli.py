@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from edge.errors import EdgeError
+from training.augment import PRESETS as AUGMENT_PRESETS
 
 
 def model_preset(model: str, name: str) -> dict:
@@ -42,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--holdout", type=float, default=d.holdout_fraction, help="fraction of good images held out")
     ap.add_argument("--augment-flips", action="store_true", help="add flipped copies (textures, symmetric parts)")
-    ap.add_argument("--augment", default=d.augment, choices=["none", "texture", "object"],
-                    help="augmented copies of each good image: texture (flips, lighting jitter) or object (any rotation, "
-                         "shifts, flips, milder lighting jitter); see training/augment.py")
+    ap.add_argument("--augment", default=d.augment, choices=sorted(AUGMENT_PRESETS),
+                    help="augmented copies of each good image: texture (flips, lighting jitter), object (any rotation, "
+                         "shifts, flips, milder lighting jitter) or exposure (lighting gain, highlights clipped as a "
+                         "sensor clips them); see training/augment.py")
     ap.add_argument("--augment-views", type=int, default=d.augment_views, help="augmented copies per image")
     ap.add_argument("--weights", help="backbone weights file (timm state dict) for backbones without offline weights")
     ap.add_argument("--seed", type=int, default=d.seed)

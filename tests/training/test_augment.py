@@ -45,6 +45,17 @@ def test_gain_moves_the_mean_brightness_both_ways():
     assert min(means) < 85 and max(means) > 115 and all(69 <= m <= 131 for m in means)
 
 
+def test_exposure_blows_out_the_highlights_of_a_bright_image_and_keeps_its_geometry():
+    """An over-exposed session (magnetic_tile's exp6) shows flat white patches; the exposure preset makes them."""
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal(170, 40, (64, 64, 3)), 0, 254).astype(np.uint8)
+    out = views(img, preset("exposure"), 8, seed=0)
+    assert max((v == 255).mean() for v in out) > 0.1 > (img == 255).mean()
+    for v in out:  # a gain only: the order of pixel values is kept where nothing clipped
+        kept = v < 255
+        assert np.all(np.diff(v[kept].astype(int)[np.argsort(img[kept], kind="stable")]) >= 0)
+
+
 def test_rotation_by_180_degrees_turns_a_marked_corner_over():
     img = np.zeros((21, 21, 3), np.uint8)
     img[:3, :3] = 255
