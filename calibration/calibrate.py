@@ -182,7 +182,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     final_model, chosen = float_model, None
     candidates = []
     if cfg.precision == "int8":
-        good_frames = [load_image(s, size) for s in train_files[: cfg.calibration_images]]
+        good_frames = [load_image(s, size) for s in q.spread(train_files, cfg.calibration_images)]
         frames, n_def = q.calibration_frames(good_frames, target=cfg.calibration_images, seed=cfg.seed)
         report["quantization"] = {"calibration_images": len(frames), "of_which_with_synthetic_defects": n_def}
         for split in q.SPLITS:

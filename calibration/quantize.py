@@ -33,6 +33,16 @@ SPLITS = ("backbone+subnets", "backbone+subnets, last taps in float", "backbone+
 SUBNET_MARKERS = (".conv1", ".conv2", ".cond", ".fuse1", ".fuse2", ".heads.", ".subnet")
 
 
+def spread(items: list, n: int) -> list:
+    """n items evenly spaced over the list, first and last included (all of them when n >= len).
+
+    Training files come in name order and a capture session is often a name prefix: magnetic_tile's first
+    300 were the three darkest of its six exposure sessions, so INT8 ranges never saw a bright part."""
+    if n >= len(items):
+        return list(items)
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))]
+
+
 def calibration_frames(good: list[np.ndarray], target: int = 300, defect_fraction: float = 0.25, seed: int = 0) -> tuple[list[np.ndarray], int]:
     """Good frames (flipped copies when fewer than target) plus a share with synthetic defects."""
     from training.synthetic import DEFECTS, draw_defect

@@ -23,3 +23,14 @@ def test_last_taps_keep_only_each_tap_producer_of_the_full_residual_chain(traine
     ignored_chain, _ = ignored_names(graph, model.float_scopes, "backbone+subnets, taps in float")
     assert last <= set(ignored_last) and not (chain - last) & set(ignored_last)
     assert chain <= set(ignored_chain)
+
+
+def test_int8_calibration_images_are_spread_over_the_whole_training_set_not_its_first_names():
+    from calibration.quantize import spread
+
+    names = [f"exp{s}_{i:03d}" for s in range(1, 7) for i in range(100)]  # six sessions, in name order
+    picked = spread(names, 300)
+    assert len(picked) == 300 and picked[0] == names[0] and picked[-1] == names[-1]
+    assert {p[:4] for p in picked} == {f"exp{s}" for s in range(1, 7)}  # every session, not the first three
+    assert all(40 <= sum(p.startswith(f"exp{s}") for p in picked) <= 60 for s in range(1, 7))
+    assert spread(names[:7], 300) == names[:7]
