@@ -181,10 +181,12 @@ def write(results: list[dict], meta: dict) -> None:
                          f"{v['latent_scale_holdout']:.3f} |")
         if pr["int8"].get("candidates"):
             lines += ["", "INT8 splits tried by edge-calibrate (validation = the labelled test set, AUROC at f32; the first "
-                      "accepted one ships):", "", "| split | subnet convs in INT8 | image AUROC drop | pixel AUROC drop | accepted |",
-                      "|---|---|---|---|---|"]
+                      "accepted one ships):", "",
+                      "| split | activation ranges from | subnet convs in INT8 | image AUROC drop | pixel AUROC drop | accepted |",
+                      "|---|---|---|---|---|---|"]
             for c in pr["int8"]["candidates"]:
-                lines.append(f"| {c['split']} | {c.get('subnet_convs_in_int8', 0)} | {c['image_auroc_drop']:+.4f} | "
+                lines.append(f"| {c['split']} | {c.get('calibration_set', 'good + synthetic defects')} | "
+                             f"{c.get('subnet_convs_in_int8', 0)} | {c['image_auroc_drop']:+.4f} | "
                              f"{c['pixel_auroc_drop']:+.4f} | {c['accepted']} |")
         lines += ["", "Convolution layers of the INT8 IR as they ran (runtime precision and kernel): "
                   + "; ".join(f"{k}: {n}" for k, n in pr["int8"].get("convolutions", {}).items()) + ".", ""]

@@ -38,11 +38,12 @@ def write_html(path: Path, r: dict) -> None:
         f"<tr><th>{k}</th><td>{_fmt(r['float'].get(k))}</td><td>{_fmt(r['shipped'].get(k))}</td></tr>" for k in keys) + "</table>")
     if "quantization" in r:
         qz = r["quantization"]
-        parts.append(f"<h2>Quantization</h2><p>Chosen split: <b>{html.escape(str(qz['chosen']))}</b> — {html.escape(qz['why'])}. "
+        parts.append(f"<h2>Quantization</h2><p>Chosen split: <b>{html.escape(str(qz['chosen']))}</b>, activation ranges from "
+                     f"<b>{html.escape(str(qz.get('calibration_set', 'good + synthetic defects')))}</b> — {html.escape(qz['why'])}. "
                      f"{qz['calibration_images']} calibration images, {qz['of_which_with_synthetic_defects']} with synthetic defects drawn in. "
                      "Everything from the model's float scopes on (neck, flow couplings: soft clamp, exp, log-det, Σz², the map) stays in "
                      "floating point: per-tensor INT8 there collapses the anomaly map.</p>")
-        cols = ["split", "kept_in_float_ops", "subnet_convs_in_int8", "image_auroc", "pixel_auroc", "image_auroc_drop",
+        cols = ["split", "calibration_set", "kept_in_float_ops", "subnet_convs_in_int8", "image_auroc", "pixel_auroc", "image_auroc_drop",
                 "pixel_auroc_drop", "latency_ms_1thread", "accepted"]
         parts.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>" + "".join(
             "<tr>" + "".join(f"<td>{_fmt(c.get(k))}</td>" for k in cols) + "</tr>" for c in qz["candidates"]) + "</table>")

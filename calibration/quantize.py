@@ -19,8 +19,11 @@ are offered, fastest first:
 Names in the ignored scope must come from the graph that is quantized: the converter numbers
 unnamed ops afresh on every export.
 
-Calibration images are good images plus the same images with synthetic defects drawn in: good
-images alone clip the unusual activations that carry defects.
+Calibration images are spread over the whole training set. Each split is tried first with good images
+plus the same images with synthetic defects drawn in (good images alone can clip the unusual activations
+that carry defects), then with the good images alone: with min/max ranges the drawn-in defects widen
+every range and cost normal values their resolution. Measured on magnetic_tile's exposure-trained main
+model, backbone+subnets: pixel AUROC drop 1.23 pt with the defects, 0.61 pt without; image 0.18 / 0.22 pt.
 """
 
 from __future__ import annotations

@@ -81,6 +81,10 @@ def test_calibration_report_states_threshold_bound_and_what_stayed_float(int8_ir
     assert report["precision"] == "int8"
     chosen = [c for c in report["quantization"]["candidates"] if c["accepted"]]
     assert chosen and chosen[0]["kept_in_float_ops"] > 0 and report["quantization"]["chosen"] == chosen[0]["split"]
+    assert report["quantization"]["calibration_set"] == chosen[0]["calibration_set"]
+    tried = [(c["split"], c["calibration_set"]) for c in report["quantization"]["candidates"]]
+    assert tried[0] == ("backbone+subnets", "good + synthetic defects")  # fastest split, defects' ranges first
+    assert all(b == (a[0], "good only") for a, b in zip(tried[::2], tried[1::2]))  # then the same split on good parts
     info = AnomalyModel(int8_ir).info
     assert info.image_threshold == thr["threshold"] and info.quantized_scope == chosen[0]["split"]
     assert len(info.latent_null_scale) == len(info.latent_channels) and min(info.latent_null_scale) >= 1.0
