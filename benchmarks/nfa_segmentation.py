@@ -124,21 +124,25 @@ def fmt(v, nd=3):
     return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
 
-def table(paths: list[str], md: str) -> None:
+def table(paths: list[str], md: str, title: str | None = None, what_ran: str | None = None) -> None:
+    """The Markdown table of `eval` results; `what_ran`: a Markdown file that says which runs and commands
+    produced them (default: the text of the first table, made with the seed MS-Flow)."""
     rows = [json.loads(Path(p).read_text()) for p in paths]
     nfa_speed = ROOT / "benchmarks/results/nfa_speed.json"
     lines = [
-        "# NFA segmentation: MS-Flow and U-Flow, FP32 and INT8 IRs (issue 4)", "",
+        f"# {title or 'NFA segmentation: MS-Flow and U-Flow, FP32 and INT8 IRs (issue 4)'}", "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; CPU: {platform.processor() or platform.machine()}"
         f" ({os.cpu_count()} logical CPUs, shared with other engineers' jobs: timings are noisy)",
-        "- Backbone: tf_efficientnet_lite0 (offline ImageNet weights) for both models. **The U-Flow paper uses CaiT** "
+        f"- Backbone: {', '.join(sorted({r['backbone'] for r in rows}))} (offline ImageNet weights). **The U-Flow paper uses CaiT** "
         "(two image scales, 448/224); it cannot be loaded offline here.",
-        "- Everything below is measured from the OpenVINO IRs as the edge runs them (f32 inference hint, 1 thread), "
-        "input 256x256. mIoU = mean per-image IoU over ALL test images (good images score 1 with no detection, 0 with any).",
+        f"- Everything below is measured from the OpenVINO IRs as the edge runs them (f32 inference hint, "
+        f"{', '.join(sorted({str(r['threads']) for r in rows}))} thread(s)), input (H×W) "
+        f"{', '.join(sorted({'x'.join(map(str, r['input_size'])) for r in rows}))}. mIoU = mean per-image IoU over ALL test images (good images score 1 with no detection, 0 with any).",
         "- NFA = edge.nfa.tree_nfa on the IR's zsq outputs, log10 NFA < 0, channels from the IR metadata. "
         "fair = anomaly-map threshold at FPR 1/(H*W) on good training images; oracle = best mIoU threshold on the test set.",
         "",
-        "## Main table (NFA on all scales, as the edge would run it)", "",
+        "## Main table (NFA on all scales, on the latent as it is; `edge-inspect` first divides each zsq by the IR's "
+        "`latent_null_scale`: the `all+cal_q999` rows of the next table)", "",
         "| set | model | IR | pixel AUROC | AUPRO | image AUROC | mIoU NFA | mIoU fair | mIoU oracle | FA regions / good img: NFA | fair | IR ms (median) | NFA ms (median) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -183,7 +187,10 @@ def table(paths: list[str], md: str) -> None:
         lines += ["Tree NFA speed on a synthetic 64x64 latent, C = 304, one core: see benchmarks/results/nfa_speed.md "
                   "(median 5.2 ms, p99 10.2 ms there; target 20 ms). 'NFA ms' above is the measured time per test "
                   "image of the whole tree_nfa call on the real latents (3 scales, output 256x256).", ""]
-    lines += ["## What ran", "",
+    if what_ran:
+        lines += ["## What ran", "", Path(what_ran).read_text().strip(), ""]
+    else:
+        lines += ["## What ran", "",
               "From a `git archive` snapshot of commit 2a2255e with the final calibration/segmentation.py and this script copied in (others edit the tree concurrently); "
               "MS-Flow is the **seed** model of that commit (9624d85), not the faithful MS-Flow in progress. "
               "Epochs reduced for the shared 2-core CPU: magnetic_tile 20, lookout_cookie 100 (26 training images); "
@@ -192,7 +199,7 @@ def table(paths: list[str], md: str) -> None:
               "edge-train --data $S/$SET --out $R/${MODEL}_$SET --model $MODEL --epochs $EPOCHS --threads 1",
               "edge-calibrate --checkpoint $R/${MODEL}_$SET --data $S/$SET --out $R/${MODEL}_${SET}_$P.xml --precision $P   # P = fp32, int8",
               "python benchmarks/nfa_segmentation.py eval --ir $R/${MODEL}_${SET}_$P.xml --checkpoint $R/${MODEL}_$SET --data $S/$SET --json $R/${MODEL}_${SET}_$P.json",
-              "python benchmarks/nfa_segmentation.py table $R/*.json --md benchmarks/results/nfa_segmentation.md", "```", ""]
+              "python benchmarks/nfa_segmentation.py table $R/*.json --md benchmarks/results/nfa_segmentation.md", "```", ""]  # noqa: E128
     Path(md).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -209,6 +216,8 @@ def main() -> int:
     t = sub.add_parser("table")
     t.add_argument("json", nargs="+")
     t.add_argument("--md", required=True)
+    t.add_argument("--title", help="the table's heading")
+    t.add_argument("--what-ran", help="Markdown file: which runs and commands produced the JSON files")
     a = ap.parse_args()
     if a.cmd == "eval":
         r = evaluate_ir(a.ir, a.checkpoint, a.data, a.threads)
@@ -217,7 +226,7 @@ def main() -> int:
         print(json.dumps({k: r[k] for k in ("kind", "precision", "pixel_auroc", "aupro", "miou_fair", "miou_oracle")}))
         print(json.dumps(r["nfa"]))
     else:
-        table(a.json, a.md)
+        table(a.json, a.md, a.title, a.what_ran)
     return 0
 
 
