@@ -42,7 +42,8 @@ def frr_check(threshold: ImageThreshold, test_good_scores, model: str = "tile.xm
     """A warning when good test parts, which calibration never saw, are rejected more often than the
     stated bound allows, or None. The bound speaks for parts imaged like the held-out training images;
     a capture session the training set lacks breaks it (magnetic_tile: test/good is mostly exp6, which no
-    training image comes from; 4.7 % measured against a stated 2.6 %). "Clearly" when even the lower
+    training image comes from, and whose blown highlights no training image had: 4.7 % measured against a
+    stated 2.6 % before the model was trained with the `exposure` augmentation). "Clearly" when even the lower
     confidence bound of the test rate is above the stated one, not a small-sample accident."""
     scores = np.asarray(test_good_scores, dtype=np.float64)
     n = len(scores)
