@@ -30,7 +30,7 @@ class TrainConfig:
     grad_clip: float = 2.0
     holdout_fraction: float = 0.15
     augment_flips: bool = False
-    # seeded augmented copies of every training image (training.augment presets: none, texture, object)
+    # seeded augmented copies of every training image (training.augment presets: none, texture, object, exposure)
     augment: str = "none"
     augment_views: int = 3
     seed: int = 0
