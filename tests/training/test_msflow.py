@@ -89,6 +89,22 @@ def test_logdet_is_exact(tiny):
     torch.testing.assert_close(logdet[0], torch.linalg.slogdet(jac)[1], rtol=1e-6, atol=1e-6)
 
 
+def test_group_norm_is_a_layer_norm_over_each_groups_channels_per_pixel():
+    """The 4-D form (means as constant grouped 1x1 convolutions, for OpenVINO) against the plain definition."""
+    from training.models.msflow import GroupChannelNorm
+
+    torch.manual_seed(0)
+    norm = GroupChannelNorm(3, 5)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = 4 * torch.randn(2, 15, 4, 3) + 2
+    g = x.reshape(2, 3, 5, 4, 3)
+    ref = torch.nn.functional.layer_norm(g.movedim(2, -1), (5,), eps=norm.eps).movedim(-1, 2)
+    ref = (ref * norm.weight + norm.bias).reshape(2, 15, 4, 3)
+    assert torch.allclose(norm(x), ref, atol=1e-5)
+
+
 def test_subfeature_flows_are_independent():
     """Without fusion, latents of one sub-feature depend only on that sub-feature's channels."""
     model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "fusion_depth": 0}), random_init=True))
