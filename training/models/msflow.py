@@ -213,11 +213,10 @@ class GroupedCoupling(nn.Module):
         # [s_g | t_g] per group
         part_a = np.array([g * cg + i for g in range(k) for i in range(self.ca)])
         part_b = np.array([g * cg + self.ca + i for g in range(k) for i in range(self.cb)])
-        join = np.empty(c, dtype=np.int64)
-        join[part_a], join[part_b] = np.arange(k * self.ca), k * self.ca + np.arange(k * self.cb)
         s_idx = np.array([g * 2 * self.cb + j for g in range(k) for j in range(self.cb)])
-        for name, idx in (("perm", perm), ("inv_perm", np.argsort(perm)), ("part_a", part_a), ("part_b", part_b),
-                          ("perm_a", perm[part_a]), ("perm_b", perm[part_b]), ("join", join), ("s_idx", s_idx),
+        for name, idx in (("inv_perm", np.argsort(perm)), ("part_a", part_a), ("part_b", part_b),
+                          ("perm_a", perm[part_a]), ("perm_b", perm[part_b]),
+                          ("join", np.argsort(np.concatenate([part_a, part_b]))), ("s_idx", s_idx),
                           ("t_idx", s_idx + self.cb)):
             self.register_buffer(name, torch.as_tensor(idx, dtype=torch.long), persistent=False)
         self.conv1 = nn.Conv2d(k * self.ca, k * hidden, 3, padding=1, groups=k)
