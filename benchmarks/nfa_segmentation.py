@@ -191,15 +191,15 @@ def table(paths: list[str], md: str, title: str | None = None, what_ran: str | N
         lines += ["## What ran", "", Path(what_ran).read_text().strip(), ""]
     else:
         lines += ["## What ran", "",
-              "From a `git archive` snapshot of commit 2a2255e with the final calibration/segmentation.py and this script copied in (others edit the tree concurrently); "
-              "MS-Flow is the **seed** model of that commit (9624d85), not the faithful MS-Flow in progress. "
-              "Epochs reduced for the shared 2-core CPU: magnetic_tile 20, lookout_cookie 100 (26 training images); "
-              "default lr 1e-3, batch 8, hold-out 15 %, seed 0, no flips.", "", "```",
-              "S=/work/shared/datasets; R=/work/nfa_runs",
-              "edge-train --data $S/$SET --out $R/${MODEL}_$SET --model $MODEL --epochs $EPOCHS --threads 1",
-              "edge-calibrate --checkpoint $R/${MODEL}_$SET --data $S/$SET --out $R/${MODEL}_${SET}_$P.xml --precision $P   # P = fp32, int8",
-              "python benchmarks/nfa_segmentation.py eval --ir $R/${MODEL}_${SET}_$P.xml --checkpoint $R/${MODEL}_$SET --data $S/$SET --json $R/${MODEL}_${SET}_$P.json",
-              "python benchmarks/nfa_segmentation.py table $R/*.json --md benchmarks/results/nfa_segmentation.md", "```", ""]  # noqa: E128
+                  "From a `git archive` snapshot of commit 2a2255e with the final calibration/segmentation.py and this script copied in (others edit the tree concurrently); "
+                  "MS-Flow is the **seed** model of that commit (9624d85), not the faithful MS-Flow in progress. "
+                  "Epochs reduced for the shared 2-core CPU: magnetic_tile 20, lookout_cookie 100 (26 training images); "
+                  "default lr 1e-3, batch 8, hold-out 15 %, seed 0, no flips.", "", "```",
+                  "S=/work/shared/datasets; R=/work/nfa_runs",
+                  "edge-train --data $S/$SET --out $R/${MODEL}_$SET --model $MODEL --epochs $EPOCHS --threads 1",
+                  "edge-calibrate --checkpoint $R/${MODEL}_$SET --data $S/$SET --out $R/${MODEL}_${SET}_$P.xml --precision $P   # P = fp32, int8",
+                  "python benchmarks/nfa_segmentation.py eval --ir $R/${MODEL}_${SET}_$P.xml --checkpoint $R/${MODEL}_$SET --data $S/$SET --json $R/${MODEL}_${SET}_$P.json",
+                  "python benchmarks/nfa_segmentation.py table $R/*.json --md benchmarks/results/nfa_segmentation.md", "```", ""]
     Path(md).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
