@@ -6,6 +6,7 @@ Every figure in the report is measured here, on the images named in it.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import logging
 import sys
@@ -188,8 +189,8 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         report["quantization"] = {"calibration_images": len(frames), "of_which_with_synthetic_defects": n_def}
         # per split, fastest first: activation ranges from good parts with synthetic defects drawn in, then
         # from good parts alone (the defects' range costs the normal values resolution; see calibration/quantize.py)
-        for split, (calib_name, calib) in ((sp, fs) for sp in q.SPLITS
-                                           for fs in (("good + synthetic defects", frames), ("good only", good_only))):
+        for split, (calib_name, calib) in itertools.product(q.SPLITS, (("good + synthetic defects", frames),
+                                                                        ("good only", good_only))):
             # names are taken from the very graph that is quantized: the converter numbers unnamed
             # ops (Multiply_123) afresh on every export, so another export's names miss them
             source = to_openvino(model)
@@ -235,9 +236,9 @@ def calibrate(cfg: CalibrationConfig) -> dict:
                                       "nncf.quantize_with_accuracy_control on both limits")
             # the metric is 1 for the float model and 0 where the first limit is exhausted: allow a drop of 1
             final_model = q.quantize_with_accuracy_control(source, frames, ignored, val.frames, metric, 1.0)
-            chosen = {"split": "backbone, accuracy-controlled", "accepted": True}
+            chosen = {"split": "backbone, accuracy-controlled", "calibration_set": "good + synthetic defects", "accepted": True}
         report["quantization"].update(candidates=candidates, chosen=chosen["split"],
-                                      calibration_set=chosen.get("calibration_set", "good + synthetic defects"),
+                                      calibration_set=chosen["calibration_set"],
                                       why=("the fastest split whose image AUROC drop on the validation set is at most "
                                            f"{drop_limit('image', cfg.max_drop)} and pixel AUROC drop at most {drop_limit('pixel', cfg.max_drop)}"))
     bar.update(1)
