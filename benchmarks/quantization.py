@@ -185,7 +185,7 @@ def write(results: list[dict], meta: dict) -> None:
                       "| split | activation ranges from | subnet convs in INT8 | image AUROC drop | pixel AUROC drop | accepted |",
                       "|---|---|---|---|---|---|"]
             for c in pr["int8"]["candidates"]:
-                lines.append(f"| {c['split']} | {c.get('calibration_set', 'good + synthetic defects')} | "
+                lines.append(f"| {c['split']} | {c['calibration_set']} | "
                              f"{c.get('subnet_convs_in_int8', 0)} | {c['image_auroc_drop']:+.4f} | "
                              f"{c['pixel_auroc_drop']:+.4f} | {c['accepted']} |")
         lines += ["", "Convolution layers of the INT8 IR as they ran (runtime precision and kernel): "

@@ -39,7 +39,7 @@ def write_html(path: Path, r: dict) -> None:
     if "quantization" in r:
         qz = r["quantization"]
         parts.append(f"<h2>Quantization</h2><p>Chosen split: <b>{html.escape(str(qz['chosen']))}</b>, activation ranges from "
-                     f"<b>{html.escape(str(qz.get('calibration_set', 'good + synthetic defects')))}</b> — {html.escape(qz['why'])}. "
+                     f"<b>{html.escape(qz['calibration_set'])}</b> — {html.escape(qz['why'])}. "
                      f"{qz['calibration_images']} calibration images, {qz['of_which_with_synthetic_defects']} with synthetic defects drawn in. "
                      "Everything from the model's float scopes on (neck, flow couplings: soft clamp, exp, log-det, Σz², the map) stays in "
                      "floating point: per-tensor INT8 there collapses the anomaly map.</p>")
