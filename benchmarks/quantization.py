@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.machine import cpu_name  # noqa: E402
+from benchmarks.machine import cpu_isa, cpu_name  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 DATASETS = ROOT.parent / "shared" / "datasets"
 
@@ -166,7 +166,8 @@ def write(results: list[dict], meta: dict) -> None:
     (RESULTS / "quantization.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=float) + "\n")
     lines = ["# FP32 vs FP16 vs INT8 IR (measured here, one run)", "",
              *([f"**{meta['note']}**", ""] if meta.get("note") else []),
-             f"Written by `benchmarks/quantization.py` on {meta['date']}, CPU: {meta['cpu']} ({meta['cores']} cores, shared "
+             f"Written by `benchmarks/quantization.py` on {meta['date']}, CPU: {meta['cpu']} ({meta.get('isa', '?')}; "
+             f"{meta['cores']} cores, shared "
              f"with other work while it ran (load average {meta.get('load', '?')} at the start): compare rows of one run only). "
              "Model: MS-Flow, tf_efficientnet_lite0 with the offline ImageNet weights; settings per set as in benchmarks/accuracy.py. "
              "AUROC from edge-eval on the IR (inference at f32). Latency: batch 1, after 20 warm-up runs, the IRs measured in "
@@ -182,11 +183,12 @@ def write(results: list[dict], meta: dict) -> None:
         if pr["int8"].get("candidates"):
             lines += ["", "INT8 splits tried by edge-calibrate (validation = the labelled test set, AUROC at f32; the first "
                       "accepted one ships):", "",
-                      "| split | activation ranges from | subnet convs in INT8 | image AUROC drop | pixel AUROC drop | accepted |",
-                      "|---|---|---|---|---|---|"]
+                      "| split | activation ranges from | subnet convs in INT8 | kept float (slower in INT8 here) | "
+                      "image AUROC drop | pixel AUROC drop | accepted |",
+                      "|---|---|---|---|---|---|---|"]
             for c in pr["int8"]["candidates"]:
-                lines.append(f"| {c['split']} | {c['calibration_set']} | "
-                             f"{c.get('subnet_convs_in_int8', 0)} | {c['image_auroc_drop']:+.4f} | "
+                lines.append(f"| {c['split']} | {c['calibration_set']} | {c.get('subnet_convs_in_int8', 0)} | "
+                             f"{c.get('subnet_convs_float_for_speed', '–')} | {c['image_auroc_drop']:+.4f} | "
                              f"{c['pixel_auroc_drop']:+.4f} | {c['accepted']} |")
         lines += ["", "Convolution layers of the INT8 IR as they ran (runtime precision and kernel): "
                   + "; ".join(f"{k}: {n}" for k, n in pr["int8"].get("convolutions", {}).items()) + ".", ""]
@@ -256,7 +258,8 @@ def main(argv=None) -> int:
 
     load = round(os.getloadavg()[0], 1)
     results = [run_set(d, Path(a.runs), a.runs_per_point, a.epochs) for d in sets]
-    write(results, {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "cores": os.cpu_count(), "load": load})
+    write(results, {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "isa": cpu_isa(), "cores": os.cpu_count(),
+                    "load": load})
     print((RESULTS / "quantization.md").read_text())
     return 0
 

@@ -42,9 +42,11 @@ def write_html(path: Path, r: dict) -> None:
                      f"<b>{html.escape(qz['calibration_set'])}</b> — {html.escape(qz['why'])}. "
                      f"{qz['calibration_images']} calibration images, {qz['of_which_with_synthetic_defects']} with synthetic defects drawn in. "
                      "Everything from the model's float scopes on (neck, flow couplings: soft clamp, exp, log-det, Σz², the map) stays in "
-                     "floating point: per-tensor INT8 there collapses the anomaly map.</p>")
-        cols = ["split", "calibration_set", "kept_in_float_ops", "subnet_convs_in_int8", "image_auroc", "pixel_auroc", "image_auroc_drop",
-                "pixel_auroc_drop", "latency_ms_1thread", "accepted"]
+                     "floating point: per-tensor INT8 there collapses the anomaly map. Subnet convolutions that this host's CPU ran "
+                     "slower in INT8 than in float (per-layer counters) were quantized again in float "
+                     "(<i>subnet_convs_float_for_speed</i>); an edge PC of another CPU generation may rank them differently.</p>")
+        cols = ["split", "calibration_set", "kept_in_float_ops", "subnet_convs_in_int8", "subnet_convs_float_for_speed",
+                "image_auroc", "pixel_auroc", "image_auroc_drop", "pixel_auroc_drop", "latency_ms_1thread", "accepted"]
         parts.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>" + "".join(
             "<tr>" + "".join(f"<td>{_fmt(c.get(k))}</td>" for k in cols) + "</tr>" for c in qz["candidates"]) + "</table>")
     parts.append(f"<h2>Parity on {r['parity']['golden_images']} golden images (held-out good and defective)</h2>")

@@ -33,7 +33,9 @@ import numpy as np
 from .export import CONV_TYPES, float_op_names, subnet_conv_names
 
 SPLITS = ("backbone+subnets", "backbone+subnets, last taps in float", "backbone+subnets, taps in float", "backbone")
-SUBNET_MARKERS = (".conv1", ".conv2", ".cond", ".fuse1", ".fuse2", ".heads.", ".subnet")
+# not ".cond": a coupling's condition convolution reads the constant positional encoding, so OpenVINO folds it
+# into a constant when it compiles the graph; in INT8 it would only add rounding error, never speed
+SUBNET_MARKERS = (".conv1", ".conv2", ".fuse1", ".fuse2", ".heads.", ".subnet")
 
 
 def spread(items: list, n: int) -> list:
@@ -101,6 +103,11 @@ def feature_tap_convs(ov_model, float_names: list[str], through_add: bool = True
     return sorted(found)
 
 
+def subnet_convs(ov_model, float_scopes: tuple[str, ...]) -> set[str]:
+    """The coupling-subnet convolutions that the ``backbone+subnets`` splits let into INT8."""
+    return subnet_conv_names(ov_model, float_op_names(ov_model, float_scopes), SUBNET_MARKERS)
+
+
 def ignored_names(ov_model, float_scopes: tuple[str, ...], split: str) -> tuple[list[str], int]:
     """Ops to keep in float for a split, and how many subnet convolutions were let into INT8."""
     if split not in SPLITS:
@@ -131,6 +138,37 @@ def _advanced():
     # quantile estimator clips them), and full bias correction keeps the ranking of parts: on
     # the test suite's tiny model, Spearman of INT8 vs torch scores 0.948 (defaults) -> 0.990.
     return AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+
+
+def conv_times_ms(ov_model, frame: np.ndarray, threads: int = 1, runs: int = 30) -> dict[str, float]:
+    """Mean time per (Group)Convolution layer in ms, from OpenVINO's per-layer counters at f32 inference
+    precision (as the edge runs). A convolution keeps its name through compilation (fused bias and
+    activation included), so the same layer can be looked up in a float and an INT8 graph."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                                                          "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    for _ in range(5):
+        request.infer({0: frame[None]})
+    total: dict[str, float] = {}
+    for _ in range(runs):
+        request.infer({0: frame[None]})
+        for p in request.profiling_info:
+            if p.node_type in CONV_TYPES:
+                total[p.node_name] = total.get(p.node_name, 0.0) + p.real_time.total_seconds() * 1e3 / runs
+    return total
+
+
+def slower_in_int8(float_times: dict[str, float], int8_times: dict[str, float], names) -> list[str]:
+    """The layers among `names` that this CPU runs slower in INT8 than in float.
+
+    Without VNNI (AVX2 only), OpenVINO runs small grouped INT8 convolutions (a coupling subnet's 3x3 over
+    5-28 channels per group) with a generic GEMM: measured on magnetic_tile's model, 0.76 ms INT8 against
+    0.34 ms float for a 4 x 10-channel 3x3 layer at 32x32. Such a layer gains nothing from INT8 but
+    its quantization error, so it stays float. The times are the calibration host's: an edge PC of
+    another CPU generation may rank them differently (the report names the host's vector extensions)."""
+    return sorted(n for n in names if n in float_times and n in int8_times and int8_times[n] > float_times[n])
 
 
 def quantize(ov_model, frames: list[np.ndarray], ignored: list[str]):

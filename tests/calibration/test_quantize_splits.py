@@ -34,3 +34,33 @@ def test_int8_calibration_images_are_spread_over_the_whole_training_set_not_its_
     assert {p[:4] for p in picked} == {f"exp{s}" for s in range(1, 7)}  # every session, not the first three
     assert all(40 <= sum(p.startswith(f"exp{s}") for p in picked) <= 60 for s in range(1, 7))
     assert spread(names[:7], 300) == names[:7]
+
+
+def test_subnet_convolutions_keep_their_names_through_int8_so_their_speed_can_be_compared(trained_run, synthetic_data):
+    from calibration import quantize as q
+    from calibration.export import to_openvino
+    from training.checkpoint import load_model
+    from training.data import load_folder, load_image
+
+    loaded = load_model(trained_run / "checkpoint.pt")
+    model = (loaded[0] if isinstance(loaded, tuple) else loaded).eval()
+    frames = [load_image(s, model.config.input_size) for s in load_folder(synthetic_data).train[:8]]
+    graph = to_openvino(model)
+    subnets = q.subnet_convs(graph, model.float_scopes)
+    ignored, n_subnet = q.ignored_names(graph, model.float_scopes, "backbone+subnets")
+    assert n_subnet == len(subnets) > 0 and not subnets & set(ignored)
+    float_ms = q.conv_times_ms(graph, frames[0], runs=3)
+    int8_ms = q.conv_times_ms(q.quantize(to_openvino(model), frames, ignored), frames[0], runs=3)
+    # every subnet convolution is timed in both graphs under its module-path name: none is silently skipped
+    assert subnets <= set(float_ms) and subnets <= set(int8_ms)
+    assert all(v > 0 for v in float_ms.values())
+    slow = q.slower_in_int8(float_ms, int8_ms, subnets)
+    assert set(slow) == {n for n in subnets if int8_ms[n] > float_ms[n]}
+
+
+def test_only_layers_measured_slower_in_int8_are_kept_float():
+    from calibration.quantize import slower_in_int8
+
+    float_ms = {"a": 0.34, "b": 0.30, "c": 0.20}
+    int8_ms = {"a": 0.76, "b": 0.15, "d": 9.0}  # c not timed in INT8 (fused away), d not a candidate
+    assert slower_in_int8(float_ms, int8_ms, {"a", "b", "c"}) == ["a"]
