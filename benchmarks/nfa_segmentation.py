@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("all", "pool16", "pool8", "drop_finest", "all+cal_mean", "all+cal_q999", "pool16+cal_q999")
+EDGE_VARIANT = "all+ir"  # every scale, each zsq divided by the IR's latent_null_scale: what edge-inspect segments with
 
 
 def evaluate_ir(ir: str, checkpoint: str, data: str, threads: int = 1) -> dict:
@@ -63,13 +64,17 @@ def evaluate_ir(ir: str, checkpoint: str, data: str, threads: int = 1) -> dict:
     good_stats = [float(np.mean([z[i].mean() / c for z, lab in zip(zsq, labels) if lab == 0]))
                   for i, c in enumerate(channels)]
     hold_stats = [float(np.mean([z[i].mean() / c for z in holdout_zsq])) for i, c in enumerate(channels)]
-    res = evaluate_segmentation(maps, zsq, gts, labels, train_maps, channels, variants=VARIANTS, holdout_zsq=holdout_zsq)
+    # "all+ir": the null scale stored in the IR, i.e. the rule edge-inspect runs
+    ir_scale = list(model.info.latent_null_scale) or [1.0] * len(channels)
+    res = evaluate_segmentation(maps, zsq, gts, labels, train_maps, channels, variants=(EDGE_VARIANT, *VARIANTS),
+                                holdout_zsq=holdout_zsq, fixed_scales={"ir": ir_scale})
     from calibration.metrics import image_auroc
 
     scores = [float(np.sort(m.reshape(-1))[-max(1, m.size // 100):].mean()) for m in maps]
     return {
         "ir": str(ir), "checkpoint": str(checkpoint), "data": str(data), "kind": model.info.model_kind,
-        "backbone": model.info.backbone, "precision": model.info.precision,
+        "backbone": model.info.backbone, "precision": model.info.precision, "decision_rule": model.info.decision_rule,
+        "ir_null_scale": ir_scale,
         "inference_precision": model.inference_precision, "input_size": list(size), "latent_channels": channels,
         "latent_shapes": [list(z.shape) for z in zsq[0]], "n_train_good": len(train), "n_holdout": len(holdout_zsq),
         "n_test": len(labels), "n_defective": int(labels_a.sum()),
@@ -141,16 +146,20 @@ def table(paths: list[str], md: str, title: str | None = None, what_ran: str | N
         "- NFA = edge.nfa.tree_nfa on the IR's zsq outputs, log10 NFA < 0, channels from the IR metadata. "
         "fair = anomaly-map threshold at FPR 1/(H*W) on good training images; oracle = best mIoU threshold on the test set.",
         "",
-        "## Main table (NFA on all scales, on the latent as it is; `edge-inspect` first divides each zsq by the IR's "
-        "`latent_null_scale`: the `all+cal_q999` rows of the next table)", "",
-        "| set | model | IR | pixel AUROC | AUPRO | image AUROC | mIoU NFA | mIoU fair | mIoU oracle | FA regions / good img: NFA | fair | IR ms (median) | NFA ms (median) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "## Main table (NFA as `edge-inspect` runs it: all scales, each zsq divided by the IR's `latent_null_scale`, "
+        f"variant `{EDGE_VARIANT}`; rows without it, from older runs, show `all`, the latent as it is)", "",
+        "| set | model | IR | pixel AUROC | AUPRO | image AUROC | NFA rule | mIoU NFA | mIoU fair | mIoU oracle | FA regions / good img: NFA | fair | IR ms (median) | NFA ms (median) |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def main_variant(r):
+        return EDGE_VARIANT if EDGE_VARIANT in r["nfa"] else "all"
+
     for r in rows:
-        n = r["nfa"]["all"]
+        n = r["nfa"][main_variant(r)]
         lines.append(
             f"| {Path(r['data']).name} | {r['kind']} | {r['precision']} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | "
-            f"{fmt(r['image_auroc'])} | {fmt(n['miou'])} | {fmt(r['miou_fair'])} | {fmt(r['miou_oracle'])} | "
+            f"{fmt(r['image_auroc'])} | {main_variant(r)} | {fmt(n['miou'])} | {fmt(r['miou_fair'])} | {fmt(r['miou_oracle'])} | "
             f"{fmt(n['false_alarm_regions_per_good'], 2)} | {fmt(r['fair_false_alarm_regions_per_good'], 2)} | "
             f"{fmt(r['ir_ms_median'], 1)} | {fmt(n['nfa_ms_median'], 1)} |")
     lines += ["", "## NFA variants (pooling fine scales: exact under H0, see docs/nfa.md)", "",
@@ -169,12 +178,15 @@ def table(paths: list[str], md: str, title: str | None = None, what_ran: str | N
                 f"{fmt(n['miou_defective'])} | {n['defective_images_detected']}/{r['n_defective']} | "
                 f"{n['good_images_with_false_alarm']}/{r['n_good']} | {fmt(n['false_alarm_regions_per_good'], 2)} | "
                 f"{n['oracle_eps']:g} | {fmt(n['miou_oracle_eps'])} |")
-    lines += ["", "## INT8 vs FP32 IR (NFA mIoU, all scales)", "", "| set | model | FP32 | INT8 | |diff| |", "|---|---|---:|---:|---:|"]
+    lines += ["", "## INT8 vs FP32 IR (NFA mIoU, all scales; each IR with its own null scale, as the edge runs it, and on "
+              "the latent as it is)", "", "| set | model | variant | FP32 | INT8 | |diff| |", "|---|---|---|---:|---:|---:|"]
     by = {(Path(r["data"]).name, r["kind"], r["precision"]): r for r in rows}
     for (s, k, p), r in by.items():
         if p == "fp32" and (s, k, "int8") in by:
-            a, b = r["nfa"]["all"]["miou"], by[(s, k, "int8")]["nfa"]["all"]["miou"]
-            lines.append(f"| {s} | {k} | {a:.3f} | {b:.3f} | {abs(a - b):.3f} |")
+            for v in dict.fromkeys([main_variant(r), "all"]):
+                if v in by[(s, k, "int8")]["nfa"]:
+                    a, b = r["nfa"][v]["miou"], by[(s, k, "int8")]["nfa"][v]["miou"]
+                    lines.append(f"| {s} | {k} | {v} | {a:.3f} | {b:.3f} | {abs(a - b):.3f} |")
     lines += ["", "## Paper figures (not measured here; U-Flow paper, MVTec AD, CaiT)", "",
               "| method | mIoU | threshold |", "|---|---:|---|",
               "| U-Flow | 0.5408 | log NFA < 0 |", "| U-Flow | 0.5453 | oracle |", "| FastFlow | 0.3825 | fair |",

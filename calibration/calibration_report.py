@@ -66,7 +66,10 @@ def write_html(path: Path, r: dict) -> None:
         f"NFA ε = {t['nfa_epsilon']:g} (a region is a defect when log10 NFA &lt; ε).</p>")
     if "nfa" in r:
         n = r["nfa"]
-        parts.append(f"<h2>NFA</h2><p>Null scale per latent scale (variance of z on held-out good parts): "
+        tried = "; ".join(f"{m}: {k} flagged" for m, k in n.get("holdout_good_flagged_by_method", {}).items())
+        parts.append(f"<h2>NFA</h2><p>Null scale per latent scale (variance of z on held-out good parts, "
+                     f"estimated by <b>{html.escape(n.get('null_scale_method', 'q999'))}</b>; tried in order, held-out good parts "
+                     f"{html.escape(tried)}): "
                      f"{', '.join(f'{v:.3g}' for v in n['latent_null_scale'])}. The NFA rule flags {n['holdout_good_flagged']} of "
                      f"{n['holdout_good']} held-out good parts and {n['validation_defects_flagged']} of {n['validation_defects']} "
                      f"defective validation parts; decision rule stored in the IR: <b>{html.escape(n['decision_rule'])}</b> "

@@ -250,8 +250,12 @@ class SegmentationResult:
 def evaluate_segmentation(test_maps: Sequence[np.ndarray], test_zsq: Sequence[Sequence[np.ndarray]],
                           gts: Sequence[np.ndarray], labels: Sequence[int], train_good_maps: Sequence[np.ndarray],
                           channels: Sequence[int], variants: Sequence[str] = ("all",), epsilon: float = 0.0,
-                          nfa_timer=None, holdout_zsq: Sequence[Sequence[np.ndarray]] | None = None) -> SegmentationResult:
-    """All segmentation metrics of one model on one test set (maps at the input size, zsq per scale)."""
+                          nfa_timer=None, holdout_zsq: Sequence[Sequence[np.ndarray]] | None = None,
+                          fixed_scales: dict[str, Sequence[float]] | None = None) -> SegmentationResult:
+    """All segmentation metrics of one model on one test set (maps at the input size, zsq per scale).
+
+    A variant ``name+cal_<method>`` divides zsq by the null scale estimated on `holdout_zsq`; ``name+<key>``
+    with a key of `fixed_scales` uses that scale as given (e.g. the one stored in an IR's metadata)."""
     from .metrics import pixel_auroc
 
     labels = np.asarray(labels)
@@ -268,7 +272,7 @@ def evaluate_segmentation(test_maps: Sequence[np.ndarray], test_zsq: Sequence[Se
     best = int(np.argmax(curve))
 
     nfa = {}
-    scales = {}
+    scales = {k: list(v) for k, v in (fixed_scales or {}).items()}
     for variant in variants:
         import time
 
