@@ -131,13 +131,19 @@ def _preset():
 
 
 def _advanced():
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     # Min/max activation ranges keep the rare large activations that carry defects (the default
     # quantile estimator clips them), and full bias correction keeps the ranking of parts: on
     # the test suite's tiny model, Spearman of INT8 vs torch scores 0.948 (defaults) -> 0.990.
-    return AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    # 7-bit weights in every layer (overflow_fix ENABLE; NNCF's default fixes the first layer only): CPUs
+    # without VNNI (AVX2, which many industrial PCs are) sum u8 x s8 products pairwise in saturating 16-bit
+    # registers, and EfficientNet-Lite's INT8 convolutions overflow there. Measured on an AVX2-only EPYC,
+    # magnetic_tile's main model, backbone+subnets, 150 good calibration images: image AUROC 0.988 float,
+    # 0.854 INT8 with the default, 0.982 with the fix. The IR is calibrated on one CPU and runs on another.
+    return AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+                                          overflow_fix=OverflowFix.ENABLE)
 
 
 def conv_times_ms(ov_model, frame: np.ndarray, threads: int = 1, runs: int = 30) -> dict[str, float]:
