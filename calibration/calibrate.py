@@ -197,6 +197,9 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         good_only, _ = q.calibration_frames(good_frames, target=cfg.calibration_images, defect_fraction=0.0, seed=cfg.seed)
         report["quantization"] = {"calibration_images": len(frames), "of_which_with_synthetic_defects": n_def}
         float_times: dict[str, float] = {}  # per-convolution ms of the float IR on this CPU, measured once when needed
+        # per split, the subnet convolutions this CPU runs slower in INT8 than in float: measured on the split's
+        # first candidate and kept for its second (the kernels depend on the graph, not on the activation ranges)
+        slow_by_split: dict[str, list[str]] = {}
         # per split, fastest first: activation ranges from good parts with synthetic defects drawn in, then
         # from good parts alone (the defects' range costs the normal values resolution; see calibration/quantize.py)
         for split, (calib_name, calib) in itertools.product(q.SPLITS, (("good + synthetic defects", frames),
@@ -204,17 +207,17 @@ def calibrate(cfg: CalibrationConfig) -> dict:
             # names are taken from the very graph that is quantized: the converter numbers unnamed
             # ops (Multiply_123) afresh on every export, so another export's names miss them
             source = to_openvino(model)
-            ignored, n_subnet = q.ignored_names(source, model.float_scopes, split)
+            ignored, n_subnet = q.ignored_names(source, model.float_scopes, split, keep_float=slow_by_split.get(split, ()))
             candidate = q.quantize(source, calib, ignored)
-            slow: list[str] = []
-            if n_subnet:  # subnet convolutions this CPU runs slower in INT8 than in float stay float
+            if n_subnet and split not in slow_by_split:  # subnet convolutions this CPU runs slower in INT8 stay float
                 float_times = float_times or q.conv_times_ms(float_model, golden[0])
-                slow = q.slower_in_int8(float_times, q.conv_times_ms(candidate, golden[0]), q.subnet_convs(source, model.float_scopes))
-                if slow:
+                slow_by_split[split] = q.slower_in_int8(float_times, q.conv_times_ms(candidate, golden[0]),
+                                                        q.subnet_convs(source, model.float_scopes))
+                if slow_by_split[split]:
                     source = to_openvino(model)
-                    ignored, n_subnet = q.ignored_names(source, model.float_scopes, split)
-                    ignored, n_subnet = ignored + slow, n_subnet - len(slow)
+                    ignored, n_subnet = q.ignored_names(source, model.float_scopes, split, keep_float=slow_by_split[split])
                     candidate = q.quantize(source, calib, ignored)
+            slow = slow_by_split.get(split, [])
             compiled = _compile(candidate)
             out_val = run_compiled(compiled, vset.frames, channels, shapes)
             acc = accuracy(out_val, vset)

@@ -108,14 +108,15 @@ def subnet_convs(ov_model, float_scopes: tuple[str, ...]) -> set[str]:
     return subnet_conv_names(ov_model, float_op_names(ov_model, float_scopes), SUBNET_MARKERS)
 
 
-def ignored_names(ov_model, float_scopes: tuple[str, ...], split: str) -> tuple[list[str], int]:
-    """Ops to keep in float for a split, and how many subnet convolutions were let into INT8."""
+def ignored_names(ov_model, float_scopes: tuple[str, ...], split: str, keep_float=()) -> tuple[list[str], int]:
+    """Ops to keep in float for a split, and how many subnet convolutions were let into INT8; `keep_float`
+    names subnet convolutions that stay float all the same (those `slower_in_int8` found)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     names = float_op_names(ov_model, float_scopes)
     taps = feature_tap_convs(ov_model, names, through_add="last taps" not in split) if "taps in float" in split else []
     if split.startswith("backbone+subnets"):
-        convs = subnet_conv_names(ov_model, names, SUBNET_MARKERS)
+        convs = subnet_conv_names(ov_model, names, SUBNET_MARKERS) - set(keep_float)
         return [n for n in names if n not in convs] + taps, len(convs)
     return names + taps, 0
 
