@@ -6,15 +6,20 @@ import platform
 from pathlib import Path
 
 
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
+def _cpuinfo(key: str) -> str | None:
+    """The value of the first `key` line of /proc/cpuinfo, or None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 # the instruction-set extensions that decide how fast INT8 and BF16 inference can be (in the order printed)
@@ -27,14 +32,7 @@ def cpu_isa() -> str:
     "AVX2, AVX-512, AVX512-VNNI, AVX512-BF16". Two machines with the same model name (a cloud "AMD EPYC")
     can differ here, and an INT8 IR's speed-up over FP32 with them: without VNNI, INT8 convolutions run on
     AVX2 multiply-add pairs and small grouped ones fall back to a slower GEMM."""
-    try:
-        flags = set()
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        return "unknown"
+    flags = set((_cpuinfo("flags") or "").split())
     if not flags:
         return "unknown"
     found = [label for flag, label in ISA_FLAGS if flag in flags]
