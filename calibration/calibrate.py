@@ -123,6 +123,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     from tqdm import tqdm
 
     import edge
+    from edge.cpu import cpu_isa, cpu_name, has_int8_dot_product
     from edge.metadata import ModelInfo, write_info
     from training.checkpoint import load_model
     from training.data import DataError, Sample, fingerprint, load_folder, load_image, load_mask
@@ -157,7 +158,8 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     channels = list(model.channels)
     shapes = latent_shapes(model)
     report: dict = {"checkpoint": payload["path"], "model_kind": payload["kind"], "backbone": model.config.backbone,
-                    "input_size": list(size), "precision": cfg.precision, "config": asdict(cfg), "warnings": [], "skipped": []}
+                    "input_size": list(size), "precision": cfg.precision, "config": asdict(cfg), "warnings": [], "skipped": [],
+                    "host": {"cpu": cpu_name(), "isa": cpu_isa(), "int8_dot_product": has_int8_dot_product()}}
     bar = tqdm(total=7, desc="calibrate", unit="step", disable=not cfg.progress)
 
     # 1. validation set: real labelled defects take precedence; else synthetic ones from good images
@@ -260,7 +262,9 @@ def calibrate(cfg: CalibrationConfig) -> dict:
             # the metric is 1 for the float model and 0 where the first limit is exhausted: allow a drop of 1
             final_model = q.quantize_with_accuracy_control(source, frames, ignored, val.frames, metric, 1.0)
             chosen = {"split": "backbone, accuracy-controlled", "calibration_set": "good + synthetic defects", "accepted": True}
-        report["quantization"].update(candidates=candidates, chosen=chosen["split"],
+        from edge.model import int8_weight_max
+
+        report["quantization"].update(candidates=candidates, chosen=chosen["split"], int8_weight_max=int8_weight_max(final_model),
                                       calibration_set=chosen["calibration_set"],
                                       why=("the fastest split whose image AUROC drop on the validation set is at most "
                                            f"{drop_limit('image', cfg.max_drop)} and pixel AUROC drop at most {drop_limit('pixel', cfg.max_drop)}"))
@@ -340,6 +344,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         quantized_scope=chosen["split"] if chosen else "none", target_frr=cfg.target_frr, frr_upper_bound=thr.frr_upper_bound,
         n_calibration_good=len(holdout), training_fingerprint=payload.get("data_fingerprint", fingerprint(folder.train)),
         calibrated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        calibrated_on=f"{cpu_name()} ({cpu_isa()})",
     )
     write_info(final_model, info)
     out_path = Path(cfg.out)

@@ -63,6 +63,9 @@ class ModelInfo:
     n_calibration_good: int = 0
     training_fingerprint: str = ""
     calibrated_at: str = ""
+    # the calibration host's CPU and its INT8/BF16 extensions (edge.cpu.cpu_isa): the INT8 split and the
+    # subnet convolutions kept in float for speed were timed there
+    calibrated_on: str = ""
 
     def __post_init__(self):
         self.orig_height = self.orig_height or self.input_height
