@@ -17,7 +17,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import cpu_isa, cpu_name  # noqa: E402
 
 VARIANTS = ("all", "pool16", "pool8", "drop_finest", "all+cal_mean", "all+cal_q999", "pool16+cal_q999")
 EDGE_VARIANT = "all+ir"  # every scale, each zsq divided by the IR's latent_null_scale: what edge-inspect segments with
@@ -136,7 +136,7 @@ def table(paths: list[str], md: str, title: str | None = None, what_ran: str | N
     nfa_speed = ROOT / "benchmarks/results/nfa_speed.json"
     lines = [
         f"# {title or 'NFA segmentation: MS-Flow and U-Flow, FP32 and INT8 IRs (issue 4)'}", "",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; CPU: {platform.processor() or platform.machine()}"
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; CPU: {cpu_name()} ({cpu_isa()})"
         f" ({os.cpu_count()} logical CPUs, shared with other engineers' jobs: timings are noisy)",
         f"- Backbone: {', '.join(sorted({r['backbone'] for r in rows}))} (offline ImageNet weights). **The U-Flow paper uses CaiT** "
         "(two image scales, 448/224); it cannot be loaded offline here.",
