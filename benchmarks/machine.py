@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from edge.cpu import ISA_FLAGS, cpu_isa, cpu_name
+from edge.cpu import cpu_isa, cpu_name
 
-__all__ = ["ISA_FLAGS", "cpu_isa", "cpu_name"]
+__all__ = ["cpu_isa", "cpu_name"]

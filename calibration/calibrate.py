@@ -344,7 +344,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         quantized_scope=chosen["split"] if chosen else "none", target_frr=cfg.target_frr, frr_upper_bound=thr.frr_upper_bound,
         n_calibration_good=len(holdout), training_fingerprint=payload.get("data_fingerprint", fingerprint(folder.train)),
         calibrated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        calibrated_on=f"{cpu_name()} ({cpu_isa()})",
+        calibrated_on=f"{report['host']['cpu']} ({report['host']['isa']})",
     )
     write_info(final_model, info)
     out_path = Path(cfg.out)
