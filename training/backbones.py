@@ -41,6 +41,15 @@ def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return IMAGENET
 
 
+def standardise_photometry(x: torch.Tensor) -> torch.Tensor:
+    """Per-image photometric standardisation of a normalised NCHW batch: (x - mean) / std * 0.5 over all pixels
+    and channels (colour ratios kept). Inside the graph, so the edge applies it too; it makes a flow blind to a
+    global gain/offset (lighting drift between lots or sessions)."""
+    mu = x.mean(dim=(1, 2, 3), keepdim=True)
+    sd = torch.sqrt(((x - mu) ** 2).mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
+    return (x - mu) / sd * 0.5
+
+
 def offline_weights_path(name: str) -> Path:
     if name not in OFFLINE_WEIGHTS:
         raise WeightsError(

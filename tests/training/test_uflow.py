@@ -118,3 +118,18 @@ def test_openvino_parity_and_float_scope(tiny):
     got = split_zsq(res[compiled.output("zsq")], latent_shapes(tiny))
     for g, w in zip(got, want[2:]):
         np.testing.assert_allclose(g, w.numpy()[0, 0], rtol=2e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind, tiny_config", [("uflow", TINY), ("msflow", {**TINY, "subfeatures": 2, "pos_dim": 8})])
+def test_image_norm_makes_features_blind_to_a_global_gain_and_offset(kind, tiny_config):
+    """`image_norm` (one function, both models) standardises each image inside the graph: a brighter or darker
+    session of the same part gives the same features; without it the features change."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 16, 16)
+    shifted = 1.7 * x - 0.4
+    normed = create_model(kind, make_config(kind, {**tiny_config, "image_norm": True}), random_init=True).eval()
+    plain = create_model(kind, make_config(kind, tiny_config), random_init=True).eval()
+    with torch.no_grad():
+        for a, b in zip(normed.features(x), normed.features(shifted)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        assert any(float((a - b).abs().max()) > 0.1 for a, b in zip(plain.features(x), plain.features(shifted)))

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.backbones import OFFLINE_WEIGHTS, FeatureExtractor, WeightsError, create_feature_extractor, normalization
+from training.backbones import (OFFLINE_WEIGHTS, FeatureExtractor, WeightsError, create_feature_extractor, normalization,
+                                standardise_photometry)
 
 from . import register
 from .likelihood import anomaly_outputs, nll_per_dim
@@ -395,9 +396,7 @@ class MSFlow(nn.Module):
         """Frozen, pooled backbone features of a normalised NCHW image batch, one map per flow scale."""
         h, w = x.shape[-2:]
         if self.config.image_norm:
-            mu = x.mean(dim=(1, 2, 3), keepdim=True)
-            sd = torch.sqrt(((x - mu) ** 2).mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
-            x = (x - mu) / sd * 0.5
+            x = standardise_photometry(x)
         out = []
         for r in self.config.image_scales:
             xr = x if r == 1.0 else F.interpolate(x, size=(int(round(h * r)), int(round(w * r))), mode="bilinear",

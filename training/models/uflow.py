@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.backbones import create_feature_extractor, normalization
+from training.backbones import create_feature_extractor, normalization, standardise_photometry
 
 from . import register
 from .likelihood import anomaly_outputs, nll_per_dim
@@ -48,6 +48,7 @@ class UFlowConfig:
     hidden_ratio: float = 1.0
     top_fraction: float = 0.01  # image score = mean of the top fraction of the map
     envelope: bool = False  # map and score as the excess over the normal envelope (see MSFlowConfig)
+    image_norm: bool = False  # per-image photometric standardisation inside the graph (see MSFlowConfig)
 
 
 class _BetaSoftplus(nn.Module):
@@ -139,6 +140,8 @@ class UFlow(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Frozen, pooled backbone features of a normalised NCHW image batch, fine to coarse."""
+        if self.config.image_norm:
+            x = standardise_photometry(x)
         return [self.neck(f) for f in self.backbone(x)]
 
     def flow(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
