@@ -1,6 +1,6 @@
-"""What edge-calibrate says when the IR it ships lost accuracy against float."""
+"""What edge-calibrate says when the IR it ships lost accuracy against float, or gained no speed."""
 
-from calibration.calibrate import accuracy_loss_warning, drop_limit
+from calibration.calibrate import accuracy_loss_warning, drop_limit, speed_warning
 
 
 def test_pixel_limit_is_twice_the_image_limit():
@@ -54,3 +54,11 @@ def test_accuracy_control_metric_uses_image_auroc_alone_without_masks():
     metric = limits_metric({"image_auroc": 0.9, "pixel_auroc": float("nan")}, 0.005,
                            measure=lambda compiled: {"image_auroc": 0.8975, "pixel_auroc": float("nan")})
     assert abs(metric(None) - 0.5) < 1e-9
+
+
+def test_an_int8_ir_no_faster_than_float_is_named_with_the_cpu_reason():
+    line = speed_warning(40.5, 39.9, "int8", int8_dot_product=False)
+    assert line and "\n" not in line and "39.9" in line and "40.5" in line and "VNNI" in line and "fp32" in line
+    assert "VNNI" not in speed_warning(20.0, 19.0, "int8", int8_dot_product=True)
+    assert speed_warning(40.0, 20.0, "int8", int8_dot_product=False) is None  # a real gain: silent
+    assert speed_warning(40.0, 40.0, "fp16", int8_dot_product=False) is None  # FP16 is about size, not speed
