@@ -155,10 +155,13 @@ def table(paths: list[str], md: str, title: str | None = None, what_ran: str | N
     def main_variant(r):
         return EDGE_VARIANT if EDGE_VARIANT in r["nfa"] else "all"
 
+    def model(r):
+        return f"{r['kind']} ({r['label']})" if r.get("label") else r["kind"]
+
     for r in rows:
         n = r["nfa"][main_variant(r)]
         lines.append(
-            f"| {Path(r['data']).name} | {r['kind']} | {r['precision']} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | "
+            f"| {Path(r['data']).name} | {model(r)} | {r['precision']} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | "
             f"{fmt(r['image_auroc'])} | {main_variant(r)} | {fmt(n['miou'])} | {fmt(r['miou_fair'])} | {fmt(r['miou_oracle'])} | "
             f"{fmt(n['false_alarm_regions_per_good'], 2)} | {fmt(r['fair_false_alarm_regions_per_good'], 2)} | "
             f"{fmt(r['ir_ms_median'], 1)} | {fmt(n['nfa_ms_median'], 1)} |")
@@ -174,13 +177,13 @@ def table(paths: list[str], md: str, title: str | None = None, what_ran: str | N
         for v, n in r["nfa"].items():
             ns = ", ".join(f"{x:.2f}" for x in n["null_scale"]) if n.get("null_scale") else "–"
             lines.append(
-                f"| {Path(r['data']).name} | {r['kind']} | {r['precision']} | {lat} | {g} | {v} | {ns} | {fmt(n['miou'])} | "
+                f"| {Path(r['data']).name} | {model(r)} | {r['precision']} | {lat} | {g} | {v} | {ns} | {fmt(n['miou'])} | "
                 f"{fmt(n['miou_defective'])} | {n['defective_images_detected']}/{r['n_defective']} | "
                 f"{n['good_images_with_false_alarm']}/{r['n_good']} | {fmt(n['false_alarm_regions_per_good'], 2)} | "
                 f"{n['oracle_eps']:g} | {fmt(n['miou_oracle_eps'])} |")
     lines += ["", "## INT8 vs FP32 IR (NFA mIoU, all scales; each IR with its own null scale, as the edge runs it, and on "
               "the latent as it is)", "", "| set | model | variant | FP32 | INT8 | |diff| |", "|---|---|---|---:|---:|---:|"]
-    by = {(Path(r["data"]).name, r["kind"], r["precision"]): r for r in rows}
+    by = {(Path(r["data"]).name, model(r), r["precision"]): r for r in rows}
     for (s, k, p), r in by.items():
         if p == "fp32" and (s, k, "int8") in by:
             for v in dict.fromkeys([main_variant(r), "all"]):
@@ -225,6 +228,7 @@ def main() -> int:
     e.add_argument("--data", required=True)
     e.add_argument("--json", required=True)
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--label", help="names the run in the table's model column (e.g. '24 epochs'), when a set has several")
     t = sub.add_parser("table")
     t.add_argument("json", nargs="+")
     t.add_argument("--md", required=True)
@@ -233,6 +237,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.cmd == "eval":
         r = evaluate_ir(a.ir, a.checkpoint, a.data, a.threads)
+        if a.label:
+            r["label"] = a.label
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(r, indent=2) + "\n")
         print(json.dumps({k: r[k] for k in ("kind", "precision", "pixel_auroc", "aupro", "miou_fair", "miou_oracle")}))
