@@ -79,6 +79,8 @@ def test_calibration_report_states_threshold_bound_and_what_stayed_float(int8_ir
     thr = report["thresholds"]["image"]
     assert thr["n_good"] >= 4 and 0 < thr["frr_upper_bound"] <= 1
     assert report["precision"] == "int8"
+    speed = report["shipped"]["latency_vs_float_interleaved_ms_1thread"]  # what the speed warning compares
+    assert speed["float"] > 0 and speed["shipped"] > 0
     chosen = [c for c in report["quantization"]["candidates"] if c["accepted"]]
     assert chosen and chosen[0]["kept_in_float_ops"] > 0 and report["quantization"]["chosen"] == chosen[0]["split"]
     assert report["quantization"]["calibration_set"] == chosen[0]["calibration_set"]
