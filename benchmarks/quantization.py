@@ -24,13 +24,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.machine import cpu_isa, cpu_name  # noqa: E402
+from calibration.timing import interleaved_times_ms  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 DATASETS = ROOT.parent / "shared" / "datasets"
 
 
 def latency(xmls: dict[str, Path], frame: np.ndarray, threads: int, hint: str | None, runs: int) -> dict[str, dict]:
-    """Latency of several IRs, measured in interleaved rounds (one inference of each per round) so
-    that load from other work on this shared machine hits every IR alike."""
+    """Latency of several IRs, timed side by side (calibration.timing: one inference of each per round,
+    so that load from other work on this shared machine hits every IR alike)."""
     import openvino as ov
 
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
@@ -38,14 +39,7 @@ def latency(xmls: dict[str, Path], frame: np.ndarray, threads: int, hint: str | 
         config["INFERENCE_PRECISION_HINT"] = hint
     core = ov.Core()
     compiled = {name: core.compile_model(str(xml), "CPU", config) for name, xml in xmls.items()}
-    requests = {name: c.create_infer_request() for name, c in compiled.items()}
-    times: dict[str, list[float]] = {name: [] for name in xmls}
-    for i in range(20 + runs):
-        for name, request in requests.items():
-            t0 = time.perf_counter()
-            request.infer({0: frame[None]})
-            if i >= 20:
-                times[name].append(1e3 * (time.perf_counter() - t0))
+    times = dict(zip(compiled, interleaved_times_ms(list(compiled.values()), frame, runs, warmup=20)))
     out = {}
     for name, c in compiled.items():
         ran = c.get_property("INFERENCE_PRECISION_HINT")

@@ -10,12 +10,12 @@ import itertools
 import json
 import logging
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from calibration.timing import interleaved_times_ms
 from edge.errors import EdgeError
 
 log = logging.getLogger("edge-calibrate")
@@ -115,20 +115,8 @@ def _size_summary(paths: list[Path]) -> dict[tuple[int, int], int]:
 
 
 def _latencies_ms(compiled_models: list, frame: np.ndarray, runs: int = 30) -> list[float]:
-    """Median latency of each compiled model at batch 1, measured in interleaved rounds (one inference of each per
-    round) so that load from other jobs on the host hits them alike: separate runs minutes apart are not comparable
-    on a shared machine."""
-    requests = [c.create_infer_request() for c in compiled_models]
-    for _ in range(3):
-        for r in requests:
-            r.infer({0: frame[None]})
-    times: list[list[float]] = [[] for _ in requests]
-    for _ in range(runs):
-        for r, t in zip(requests, times):
-            t0 = time.perf_counter()
-            r.infer({0: frame[None]})
-            t.append(time.perf_counter() - t0)
-    return [1e3 * float(np.median(t)) for t in times]
+    """Median batch-1 latency of each compiled model, timed side by side (calibration.timing)."""
+    return [float(np.median(t)) for t in interleaved_times_ms(compiled_models, frame, runs, warmup=3)]
 
 
 def _latency_ms(compiled, frame: np.ndarray, runs: int = 30) -> float:

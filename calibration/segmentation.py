@@ -26,6 +26,7 @@ by the null's variance estimated on held-out good images (``null_scale``): H0 be
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -274,8 +275,6 @@ def evaluate_segmentation(test_maps: Sequence[np.ndarray], test_zsq: Sequence[Se
     nfa = {}
     scales = {k: list(v) for k, v in (fixed_scales or {}).items()}
     for variant in variants:
-        import time
-
         cal = variant.partition("+")[2]
         if cal and cal not in scales:
             if not holdout_zsq:
