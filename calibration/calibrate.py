@@ -207,9 +207,9 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     if cfg.precision == "int8":
         if report["host"]["int8_dot_product"] is False:
             bar.write(f"edge-calibrate: this CPU ({report['host']['isa']}) has no VNNI/AMX int8 dot product: the INT8 search "
-                      "times and checks candidates with 7-bit weights and can take long here (5 min for magnetic_tile's "
-                      "U-Flow, 40-95 min for its MS-Flow), and INT8 may gain little speed on such a CPU: the report "
-                      "compares it with float", file=sys.stderr)
+                      "times and checks candidates with 7-bit weights and can take long here (tens of minutes for an "
+                      "MS-Flow on 2 cores), and INT8 may gain little speed on such a CPU: the report compares it with "
+                      "float", file=sys.stderr)
         good_frames = [load_image(s, size) for s in q.spread(train_files, cfg.calibration_images)]
         frames, n_def = q.calibration_frames(good_frames, target=cfg.calibration_images, seed=cfg.seed)
         good_only, _ = q.calibration_frames(good_frames, target=cfg.calibration_images, defect_fraction=0.0, seed=cfg.seed)
