@@ -105,7 +105,7 @@ def same_run(run: Path, main: dict, epochs: int) -> bool:
             and all(cfg.get(k) == v for k, v in main.get("train", {}).items()))
 
 
-def run_set(data: Path, runs_dir: Path, runs_per_point: int, epochs: int | None) -> dict:
+def run_set(data: Path, runs_dir: Path, runs_per_point: int, epochs: int | None, int8_weights: int = 7) -> dict:
     import importlib.util
 
     from calibration.calibrate import CalibrationConfig, calibrate
@@ -131,7 +131,7 @@ def run_set(data: Path, runs_dir: Path, runs_per_point: int, epochs: int | None)
         xml = runs_dir / data.name / f"tile-{precision}.xml"
         t0 = time.time()
         report = calibrate(CalibrationConfig(str(run), str(data), str(xml), precision=precision,
-                                             allow_mixed_sizes=True, progress=False))
+                                             allow_mixed_sizes=True, int8_weights=int8_weights, progress=False))
         cal_s = time.time() - t0
         ev = evaluate(str(xml), str(data))
         frame = load_image(load_folder(data).test[0], tuple(report["input_size"]))
@@ -166,7 +166,9 @@ def write(results: list[dict], meta: dict) -> None:
              "Model: MS-Flow, tf_efficientnet_lite0 with the offline ImageNet weights; settings per set as in benchmarks/accuracy.py. "
              "AUROC from edge-eval on the IR (inference at f32). Latency: batch 1, after 20 warm-up runs, the IRs measured in "
              "interleaved rounds (one inference of each per round) so that load from other jobs hits them alike; "
-             "'ran as' is the inference precision OpenVINO reports it used.", ""]
+             "'ran as' is the inference precision OpenVINO reports it used. "
+             f"INT8 weights: {meta.get('int8_weights', 7)} bits (edge-calibrate --int8-weights; 8 runs only on CPUs with VNNI "
+             "or AMX-INT8, 7 on every x86 CPU).", ""]
     for r in results:
         pr = r["precisions"]
         lines += [f"## {r['data']}", "", "| IR | quantized | image AUROC | pixel AUROC | IR MB | latent Σz²/C (held-out good) |",
@@ -242,6 +244,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="/tmp/edge_inspect_quant", help="run folders and IRs (not the repo)")
     ap.add_argument("--runs-per-point", type=int, default=200)
     ap.add_argument("--epochs", type=int, help="override the training epochs")
+    ap.add_argument("--int8-weights", type=int, default=7, choices=[7, 8], help="as edge-calibrate --int8-weights")
+    ap.add_argument("--note", help="a line printed in bold at the top of the results (what else this run showed)")
     a = ap.parse_args(argv)
     sets = sorted(d for d in Path(a.datasets).iterdir() if (d / "train" / "good").is_dir()) if Path(a.datasets).is_dir() else []
     sets = [d for d in sets if not a.only or d.name in a.only]
@@ -251,9 +255,9 @@ def main(argv=None) -> int:
     import os
 
     load = round(os.getloadavg()[0], 1)
-    results = [run_set(d, Path(a.runs), a.runs_per_point, a.epochs) for d in sets]
+    results = [run_set(d, Path(a.runs), a.runs_per_point, a.epochs, a.int8_weights) for d in sets]
     write(results, {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "isa": cpu_isa(), "cores": os.cpu_count(),
-                    "load": load})
+                    "load": load, "int8_weights": a.int8_weights, **({"note": a.note} if a.note else {})})
     print((RESULTS / "quantization.md").read_text())
     return 0
 

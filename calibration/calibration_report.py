@@ -45,9 +45,12 @@ def write_html(path: Path, r: dict) -> None:
                      "floating point: per-tensor INT8 there collapses the anomaly map. Subnet convolutions that this host's CPU ran "
                      "slower in INT8 than in float (per-layer counters) were quantized again in float "
                      "(<i>subnet_convs_float_for_speed</i>); an edge PC of another CPU generation may rank them differently. "
-                     f"Calibration host: {html.escape(r['host']['cpu'])} ({html.escape(r['host']['isa'])}). Weights are "
-                     f"quantized to 7 bits (largest |int8 weight| outside depthwise layers: {qz['int8_weight_max']}) so that CPUs without VNNI, "
-                     "which sum 8-bit products in saturating 16-bit registers, do not overflow.</p>")
+                     f"Calibration host: {html.escape(r['host']['cpu'])} ({html.escape(r['host']['isa'])}). "
+                     + (f"Weights are quantized to 8 bits (largest |int8 weight| outside depthwise layers: {qz['int8_weight_max']}): "
+                        "<b>this IR runs only on CPUs with VNNI or AMX-INT8</b>; edge-inspect refuses it elsewhere, where 8-bit "
+                        "products overflow.</p>" if qz.get("weight_bits") == 8 else
+                        f"Weights are quantized to 7 bits (largest |int8 weight| outside depthwise layers: {qz['int8_weight_max']}) so "
+                        "that CPUs without VNNI, which sum 8-bit products in saturating 16-bit registers, do not overflow.</p>"))
         cols = ["split", "calibration_set", "kept_in_float_ops", "subnet_convs_in_int8", "subnet_convs_float_for_speed",
                 "image_auroc", "pixel_auroc", "image_auroc_drop", "pixel_auroc_drop", "latency_ms_1thread", "accepted"]
         parts.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>" + "".join(

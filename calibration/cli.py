@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-frr", type=float, default=0.005, help="target false-reject rate of good parts")
     ap.add_argument("--max-drop", type=float, default=0.005, help="largest image-AUROC drop INT8 may cost against float")
     ap.add_argument("--nfa-epsilon", type=float, default=0.0, help="a region is a defect when log10 NFA < epsilon")
+    ap.add_argument("--int8-weights", type=int, default=7, choices=[7, 8],
+                    help="INT8 weight bits: 7 runs on every x86 CPU; 8 keeps more accuracy but only runs where the edge PC "
+                         "(and this host) has VNNI or AMX-INT8")
     ap.add_argument("--allow-mixed-sizes", action="store_true", help="accept images of different sizes (each is resized to the input)")
     ap.add_argument("--model", help="with --set: an existing IR whose metadata to rewrite")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="rewrite one metadata key")
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
             report = calibrate(CalibrationConfig(checkpoint=a.checkpoint, data=a.data, out=a.out, precision=a.precision,
                                                  target_frr=a.target_frr, max_drop=a.max_drop, nfa_epsilon=a.nfa_epsilon,
-                                                 allow_mixed_sizes=a.allow_mixed_sizes, progress=not a.no_progress))
+                                                 allow_mixed_sizes=a.allow_mixed_sizes, int8_weights=a.int8_weights,
+                                                 progress=not a.no_progress))
             for warning in report["warnings"]:
                 print(f"edge-calibrate: warning: {warning}", file=sys.stderr)
             result = {"model": report["model"], "precision": report["precision"],

@@ -131,7 +131,10 @@ def _preset():
     return nncf.QuantizationPreset.MIXED
 
 
-def _advanced():
+WEIGHT_BITS = (7, 8)  # 7: runs on every x86 CPU (the default); 8: only where the CPU has VNNI or AMX-INT8
+
+
+def _advanced(weight_bits: int = 7):
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
@@ -143,8 +146,14 @@ def _advanced():
     # registers, and EfficientNet-Lite's INT8 convolutions overflow there. Measured on an AVX2-only EPYC,
     # magnetic_tile's main model, backbone+subnets, 150 good calibration images: image AUROC 0.988 float,
     # 0.854 INT8 with the default, 0.982 with the fix. The IR is calibrated on one CPU and runs on another.
+    # The seventh bit costs the map resolution, though: on a Xeon with AMX (2026-12-01), the same model's
+    # backbone+subnets split, good-only ranges, lost 0.013 pixel AUROC with 7-bit weights (0.7990 -> 0.7860; no
+    # split stayed within 0.01) and 0.004 with 8-bit ones (0.7947, accepted). weight_bits=8 (no overflow fix)
+    # is for edge PCs with VNNI/AMX; edge-inspect refuses such an IR on a CPU without them (edge/model.py).
+    if weight_bits not in WEIGHT_BITS:
+        raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, not {weight_bits!r}")
     return AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
-                                          overflow_fix=OverflowFix.ENABLE)
+                                          overflow_fix=OverflowFix.ENABLE if weight_bits == 7 else OverflowFix.DISABLE)
 
 
 def conv_times_ms(ov_model, frame: np.ndarray, threads: int = 1, runs: int = 30) -> dict[str, float]:
@@ -178,20 +187,20 @@ def slower_in_int8(float_times: dict[str, float], int8_times: dict[str, float], 
     return sorted(n for n in names if n in float_times and n in int8_times and int8_times[n] > float_times[n])
 
 
-def quantize(ov_model, frames: list[np.ndarray], ignored: list[str]):
-    """nncf.quantize with the given ops kept in float."""
+def quantize(ov_model, frames: list[np.ndarray], ignored: list[str], weight_bits: int = 7):
+    """nncf.quantize with the given ops kept in float, weights in `weight_bits` (7 or 8, see _advanced)."""
     import logging
 
     import nncf
 
     nncf.set_log_level(logging.WARNING)
     return nncf.quantize(ov_model, nncf.Dataset(frames, lambda f: f[None]), subset_size=len(frames), preset=_preset(),
-                         fast_bias_correction=False, advanced_parameters=_advanced(),
+                         fast_bias_correction=False, advanced_parameters=_advanced(weight_bits),
                          ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
 
 
 def quantize_with_accuracy_control(ov_model, frames: list[np.ndarray], ignored: list[str], val_frames: list[np.ndarray],
-                                   metric, max_drop: float):
+                                   metric, max_drop: float, weight_bits: int = 7):
     """nncf.quantize_with_accuracy_control: reverts the quantizers that cost the most of `metric`
     (a function of the compiled model and the validation frames, higher is better) until the
     drop against the float model is at most max_drop."""
@@ -203,5 +212,5 @@ def quantize_with_accuracy_control(ov_model, frames: list[np.ndarray], ignored: 
     return nncf.quantize_with_accuracy_control(
         ov_model, nncf.Dataset(frames, lambda f: f[None]), nncf.Dataset(val_frames, lambda f: f[None]),
         validation_fn=metric, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(frames),
-        preset=_preset(), fast_bias_correction=False, advanced_quantization_parameters=_advanced(),
+        preset=_preset(), fast_bias_correction=False, advanced_quantization_parameters=_advanced(weight_bits),
         ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))

@@ -125,7 +125,7 @@ def check_int8_weights(model, path: Path) -> None:
     top = int8_weight_max(model)
     if top is not None and top > SAFE_INT8_WEIGHT:
         raise ModelError(f"model {path} has 8-bit INT8 weights (up to {top}), which overflow on this CPU without VNNI "
-                         f"({cpu_isa()}) and cost accuracy silently: re-run edge-calibrate on it (7-bit weights) "
+                         f"({cpu_isa()}) and cost accuracy silently: re-run edge-calibrate on it without --int8-weights 8 (7-bit weights) "
                          "or ship the FP32 IR")
 
 

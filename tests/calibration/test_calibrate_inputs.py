@@ -62,3 +62,19 @@ def test_a_checkpoint_that_is_not_ours_and_a_folder_without_good_images_get_one_
     (empty / "train" / "good").mkdir(parents=True)
     proc = run_cli("calibration.cli", "--checkpoint", str(trained_run), "--data", str(empty), "--out", str(tmp_path / "t.xml"))
     assert "no good images" in one_line_error(proc, "edge-calibrate")
+
+
+def test_8_bit_int8_weights_are_refused_on_a_host_without_vnni_that_could_not_check_them(tmp_path, trained_run,
+                                                                                        synthetic_data, monkeypatch, capsys):
+    import edge.cpu
+    from calibration.cli import main
+
+    cpuinfo = tmp_path / "cpuinfo"  # the CPU is the one thing a test cannot swap: point edge.cpu at a file
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse sse2 avx avx2 fma\n")
+    monkeypatch.setattr(edge.cpu, "CPUINFO", cpuinfo)
+    code = main(["--checkpoint", str(trained_run), "--data", str(synthetic_data), "--out", str(tmp_path / "t.xml"),
+                 "--int8-weights", "8", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1, err
+    assert "--int8-weights 8 needs VNNI or AMX-INT8 on the calibration host" in err[0] and "AVX2 only" in err[0]
+    assert not (tmp_path / "t.xml").exists()

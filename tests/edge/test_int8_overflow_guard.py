@@ -29,10 +29,8 @@ def cpu(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def eight_bit_ir(tmp_path_factory, trained_run, fp32_ir):
-    """The test model quantized as edge-calibrate does, but with NNCF's default overflow fix (first layer only):
-    8-bit weights everywhere else, as every edge-calibrate INT8 IR had before 7-bit weights."""
-    from nncf.quantization.advanced_parameters import OverflowFix
-
+    """The test model quantized as edge-calibrate --int8-weights 8 does (no overflow fix: 8-bit weights),
+    for edge PCs with VNNI or AMX."""
     from calibration import quantize as q
     from calibration.export import to_openvino
     from training.checkpoint import load_model
@@ -42,11 +40,7 @@ def eight_bit_ir(tmp_path_factory, trained_run, fp32_ir):
     h, w = model.config.input_size
     frames = [np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8) for i in range(8)]
     ignored, _ = q.ignored_names(source, model.float_scopes, "backbone+subnets")
-    advanced = q._advanced()
-    advanced.overflow_fix = OverflowFix.FIRST_LAYER
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(q, "_advanced", lambda: advanced)
-        quantized = q.quantize(source, frames, ignored)
+    quantized = q.quantize(source, frames, ignored, weight_bits=8)
     write_info(quantized, read_info(ov.Core().read_model(str(fp32_ir))))
     out = tmp_path_factory.mktemp("ir8bit") / "tile.xml"
     ov.save_model(quantized, str(out), compress_to_fp16=False)
