@@ -147,7 +147,7 @@ def _advanced(weight_bits: int = 7):
     # magnetic_tile's main model, backbone+subnets, 150 good calibration images: image AUROC 0.988 float,
     # 0.854 INT8 with the default, 0.982 with the fix. The IR is calibrated on one CPU and runs on another.
     # The seventh bit costs the map resolution, though: on a Xeon with AMX (2026-12-01), the same model's
-    # backbone+subnets split, good-only ranges, lost 0.013 pixel AUROC with 7-bit weights (0.7990 -> 0.7860; no
+    # backbone+subnets split, good-only ranges, lost 0.0125 pixel AUROC with 7-bit weights (0.7990 -> 0.7865; no
     # split stayed within 0.01) and 0.004 with 8-bit ones (0.7947, accepted). weight_bits=8 (no overflow fix)
     # is for edge PCs with VNNI/AMX; edge-inspect refuses such an IR on a CPU without them (edge/model.py).
     if weight_bits not in WEIGHT_BITS:
