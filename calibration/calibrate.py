@@ -301,8 +301,15 @@ def calibrate(cfg: CalibrationConfig) -> dict:
 
     # 4. validate what ships: parity with torch and float, latent scale, accuracy
     final_compiled = _compile(final_model)
-    out_val = run_compiled(final_compiled, vset.frames, channels, shapes)
-    out_hold = run_compiled(final_compiled, hold_frames, channels, shapes)
+    # What ships is scored as edge-inspect runs it by default (f32, all cores: threads 0), not at the 1 thread used for
+    # timing: on a Xeon with AMX the test suite's tiny INT8 IR scored held-out good parts up to 15 % apart at 1 and 2
+    # threads (OpenVINO picks other INT8 kernels), and a threshold from 1-thread scores rejected 42 % of fresh good
+    # parts at the edge against a stated bound of 26 %. The float IR and magnetic_tile's INT8 IR did not move.
+    edge_compiled = _compile(final_model, threads=0)
+    out_val = run_compiled(edge_compiled, vset.frames, channels, shapes)
+    out_hold = run_compiled(edge_compiled, hold_frames, channels, shapes)
+    one_thread = run_compiled(final_compiled, hold_frames, channels, shapes).scores
+    thread_gap = float(np.max(np.abs(one_thread - out_hold.scores) / np.maximum(np.abs(out_hold.scores), 1e-12)))
     float_golden = run_compiled(float_compiled, golden, channels, shapes)
     final_golden = run_compiled(final_compiled, golden, channels, shapes)
     drift = float(out_hold.latent_scale.mean() / max(ref_hold.latent_scale.mean(), 1e-12) - 1)
@@ -326,6 +333,12 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         slow = speed_warning(float_ms, shipped_ms, report["host"]["int8_dot_product"])
         if slow:
             report["warnings"].append(slow)
+    report["shipped"]["score_gap_1_thread_vs_all_cores"] = thread_gap
+    if thread_gap > 0.01:
+        report["warnings"].append(f"this IR's image scores depend on the thread count on this CPU (held-out good parts up to "
+                                  f"{thread_gap:.1%} apart at 1 thread and at all cores): the thresholds are set for all cores, "
+                                  "as edge-inspect runs by default; keep its threads setting at 0 and calibrate on a CPU like "
+                                  "the edge PC's, or ship --precision fp32")
     if abs(drift) > LATENT_DRIFT_WARN:
         report["warnings"].append(f"latent scale moved {drift:+.1%} from float to {cfg.precision} on held-out good images: "
                                   "NFA assumes Σz²/C ≈ 1 under normality")
