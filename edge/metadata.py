@@ -66,6 +66,10 @@ class ModelInfo:
     # the calibration host's CPU and its INT8/BF16 extensions (edge.cpu.cpu_isa): the INT8 split and the
     # subnet convolutions kept in float for speed were timed there
     calibrated_on: str = ""
+    # 1 where edge-calibrate found this IR's scores depend on the thread count on its host (INT8 on an AMX Xeon:
+    # up to 56 % apart at 1 and 2 threads, the 1-thread side tracking torch): edge-inspect then runs it on 1 thread
+    # unless told otherwise; 0 = any thread count
+    inference_threads: int = 0
 
     def __post_init__(self):
         self.orig_height = self.orig_height or self.input_height

@@ -146,6 +146,7 @@ class AnomalyModel:
         if precision:
             # Flow outputs need f32: OpenVINO's default BF16 on these CPUs distorts the map.
             config["INFERENCE_PRECISION_HINT"] = precision
+        threads = threads or self.info.inference_threads  # the IR's pin (edge.metadata) unless told otherwise
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
