@@ -307,12 +307,13 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     # rejected against a stated bound of 26 %). The float IR and magnetic_tile's INT8 IR did not move. Where they
     # differ, the IR pins edge-inspect to 1 thread (ModelInfo.inference_threads) and is scored at 1 thread.
     one_thread_hold = run_compiled(final_compiled, hold_frames, channels, shapes)
-    all_cores_hold = run_compiled(_compile(final_model, threads=0), hold_frames, channels, shapes)
+    all_cores = _compile(final_model, threads=0)
+    all_cores_hold = run_compiled(all_cores, hold_frames, channels, shapes)
     thread_gap = float(np.max(np.abs(one_thread_hold.scores - all_cores_hold.scores)
                               / np.maximum(np.abs(one_thread_hold.scores), 1e-12)))
     pin_threads = 1 if thread_gap > 0.01 else 0
     out_hold = one_thread_hold if pin_threads else all_cores_hold
-    out_val = run_compiled(final_compiled if pin_threads else _compile(final_model, threads=0), vset.frames, channels, shapes)
+    out_val = run_compiled(final_compiled if pin_threads else all_cores, vset.frames, channels, shapes)
     float_golden = run_compiled(float_compiled, golden, channels, shapes)
     final_golden = run_compiled(final_compiled, golden, channels, shapes)
     drift = float(out_hold.latent_scale.mean() / max(ref_hold.latent_scale.mean(), 1e-12) - 1)
