@@ -85,3 +85,26 @@ def test_request_queue_returns_the_request_after_a_rejected_input(int8_ir):
     aq.wait_all()
     assert [t for t, _ in got] == ["a", "b"]
     assert got[0][1].score == got[1][1].score
+
+
+def test_an_ir_pinned_to_one_thread_compiles_with_one_and_threads_overrides_it(fp32_ir, tmp_path):
+    """edge-calibrate pins an IR whose scores differ between 1 thread and all cores (ModelInfo.inference_threads):
+    edge-inspect must then run it as it was calibrated, unless --threads says otherwise."""
+    import shutil
+
+    from calibration.cli import set_metadata
+    from edge.model import default_threads
+
+    pinned = tmp_path / "pinned.xml"
+    shutil.copy(fp32_ir, pinned)
+    shutil.copy(fp32_ir.with_suffix(".bin"), pinned.with_suffix(".bin"))
+    assert set_metadata(str(pinned), ["inference_threads=1"]) == {"inference_threads": 1}
+
+    model = AnomalyModel(pinned)
+    assert model.info.inference_threads == 1
+    assert model.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert AnomalyModel(pinned, threads=2).compiled.get_property("INFERENCE_NUM_THREADS") == 2
+    unpinned = AnomalyModel(fp32_ir)
+    assert unpinned.info.inference_threads == 0
+    if default_threads() > 1:
+        assert unpinned.compiled.get_property("INFERENCE_NUM_THREADS") != 1
