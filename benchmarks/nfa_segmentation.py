@@ -162,7 +162,7 @@ def table(paths: list[str], md: str, title: str | None = None, what_ran: str | N
         n = r["nfa"][main_variant(r)]
         lines.append(
             f"| {Path(r['data']).name} | {model(r)} | {r['precision']} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | "
-            f"{fmt(r['image_auroc'])} | {main_variant(r)} | {fmt(n['miou'])} | {fmt(r['miou_fair'])} | {fmt(r['miou_oracle'])} | "
+            f"{fmt(r['image_auroc'])} | {main_variant(r)} | {fmt(n['miou'], 4)} | {fmt(r['miou_fair'], 4)} | {fmt(r['miou_oracle'], 4)} | "
             f"{fmt(n['false_alarm_regions_per_good'], 2)} | {fmt(r['fair_false_alarm_regions_per_good'], 2)} | "
             f"{fmt(r['ir_ms_median'], 1)} | {fmt(n['nfa_ms_median'], 1)} |")
     lines += ["", "## NFA variants (pooling fine scales: exact under H0, see docs/nfa.md)", "",
@@ -199,9 +199,12 @@ def table(paths: list[str], md: str, title: str | None = None, what_ran: str | N
               "reaches log10 NFA < 0 at one scale (Z taken at its mean s²C: optimistic). A defect smaller than one "
               "latent pixel is counted as one pixel (more optimistic still).", ""] + detectability() + [""]
     if nfa_speed.is_file():
+        speed = json.loads(nfa_speed.read_text())
+        tree = speed["warm"].get("tree_nfa, 64x64, C=304, out 64x64", {})
         lines += ["Tree NFA speed on a synthetic 64x64 latent, C = 304, one core: see benchmarks/results/nfa_speed.md "
-                  "(median 5.2 ms, p99 10.2 ms there; target 20 ms). 'NFA ms' above is the measured time per test "
-                  "image of the whole tree_nfa call on the real latents (3 scales, output 256x256).", ""]
+                  f"(median {tree.get('median_ms', float('nan')):.1f} ms, p99 {tree.get('p99_ms', float('nan')):.1f} ms there, "
+                  f"{speed['meta'].get('cpu', '?')}, {speed['meta'].get('date', '?')}; target 20 ms). 'NFA ms' above is the "
+                  "measured time per test image of the whole tree_nfa call on the real latents (3 scales, output at the input size).", ""]
     if what_ran:
         lines += ["## What ran", "", Path(what_ran).read_text().strip(), ""]
     else:
