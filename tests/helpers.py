@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +26,10 @@ def one_line_error(proc: subprocess.CompletedProcess, prog: str) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(f"{prog}: error:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def copy_ir(ir: Path, xml: Path) -> Path:
+    """Copy an IR (its .xml and .bin) to `xml` and the .bin beside it, so a test can rewrite it; returns `xml`."""
+    shutil.copy(ir, xml)
+    shutil.copy(Path(ir).with_suffix(".bin"), Path(xml).with_suffix(".bin"))
+    return Path(xml)

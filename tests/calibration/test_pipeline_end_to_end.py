@@ -10,7 +10,7 @@ from calibration.scoring import score_ir, score_torch
 from edge.model import AnomalyModel
 from training.checkpoint import load_model
 from training.data import load_folder
-from tests.helpers import run_cli
+from tests.helpers import copy_ir, run_cli
 
 
 def test_fp32_ir_matches_torch_at_f32(trained_run, fp32_ir, synthetic_data):
@@ -63,9 +63,7 @@ def test_edge_eval_reports_auroc_for_the_ir_and_the_checkpoint(int8_ir, trained_
 
 
 def test_threshold_rewritten_on_site_takes_effect_without_reexport(int8_ir, synthetic_data, tmp_path):
-    xml = tmp_path / "tile.xml"
-    shutil.copy(int8_ir, xml)
-    shutil.copy(int8_ir.with_suffix(".bin"), xml.with_suffix(".bin"))
+    xml = copy_ir(int8_ir, tmp_path / "tile.xml")
     proc = run_cli("calibration.cli", "--model", str(xml), "--set", "image_threshold=1e9")
     assert proc.returncode == 0, proc.stderr
     assert AnomalyModel(xml).info.image_threshold == 1e9

@@ -8,12 +8,12 @@ import shutil
 
 import pytest
 
+from tests.helpers import copy_ir
+
 
 def _copy_ir(ir, folder):
     folder.mkdir()
-    shutil.copy(ir, folder / "tile.xml")
-    shutil.copy(ir.with_suffix(".bin"), folder / "tile.bin")
-    return folder / "tile.xml"
+    return copy_ir(ir, folder / "tile.xml")
 
 
 def test_rethreshold_sets_the_threshold_from_site_images_and_states_its_bound(fp32_ir, synthetic_data, tmp_path, capsys):

@@ -90,14 +90,11 @@ def test_request_queue_returns_the_request_after_a_rejected_input(int8_ir):
 def test_an_ir_pinned_to_one_thread_compiles_with_one_and_threads_overrides_it(fp32_ir, tmp_path):
     """edge-calibrate pins an IR whose scores differ between 1 thread and all cores (ModelInfo.inference_threads):
     edge-inspect must then run it as it was calibrated, unless --threads says otherwise."""
-    import shutil
-
     from calibration.cli import set_metadata
     from edge.model import default_threads
+    from tests.helpers import copy_ir
 
-    pinned = tmp_path / "pinned.xml"
-    shutil.copy(fp32_ir, pinned)
-    shutil.copy(fp32_ir.with_suffix(".bin"), pinned.with_suffix(".bin"))
+    pinned = copy_ir(fp32_ir, tmp_path / "pinned.xml")
     assert set_metadata(str(pinned), ["inference_threads=1"]) == {"inference_threads": 1}
 
     model = AnomalyModel(pinned)

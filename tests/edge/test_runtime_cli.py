@@ -16,7 +16,7 @@ import cv2
 import pytest
 
 from edge.preprocess import read_image
-from tests.helpers import REPO, one_line_error, run_cli
+from tests.helpers import REPO, copy_ir, one_line_error, run_cli
 
 
 def _video(synthetic_data, path: Path, n: int, fps: int = 20) -> Path:
@@ -99,15 +99,11 @@ def test_notify_watchdog_metrics_and_sigterm_mid_stream_lose_no_decision(tmp_pat
 
 
 def test_sighup_reloads_the_threshold_from_the_ir(tmp_path, int8_ir, synthetic_data):
-    import shutil
-
     import openvino as ov
 
     from edge.metadata import update_info
 
-    model = tmp_path / "tile.xml"
-    shutil.copy(int8_ir, model)
-    shutil.copy(int8_ir.with_suffix(".bin"), model.with_suffix(".bin"))
+    model = copy_ir(int8_ir, tmp_path / "tile.xml")
     video = _video(synthetic_data, tmp_path / "line.mkv", 200, fps=20)
     sock_path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
