@@ -129,6 +129,23 @@ def check_int8_weights(model, path: Path) -> None:
                          "or ship the FP32 IR")
 
 
+def compile_config(info: ModelInfo, threads: int = 0, precision: str = "f32", hint: str = "LATENCY") -> dict:
+    """The OpenVINO compile properties edge-inspect runs an IR with.
+
+    Anyone else who opens the IR (OpenVINO model_api, benchmark_app) and wants the edge's numbers
+    bit for bit passes the same: OpenVINO ignores such settings in the IR's rt_info, and a score
+    near a threshold can flip between thread counts on some CPUs (why edge-calibrate pins one).
+    """
+    config = {"PERFORMANCE_HINT": hint}
+    if precision:
+        # Flow outputs need f32: OpenVINO's default BF16 on these CPUs distorts the map.
+        config["INFERENCE_PRECISION_HINT"] = precision
+    threads = threads or info.inference_threads  # the IR's pin (edge.metadata) unless told otherwise
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
 class AnomalyModel:
     """A compiled edge-inspect IR."""
 
@@ -142,13 +159,7 @@ class AnomalyModel:
         if device.upper().startswith("CPU"):
             check_int8_weights(model, self.path)
         self.model_hash = file_sha256(self.path.with_suffix(".bin"))
-        config = {"PERFORMANCE_HINT": hint}
-        if precision:
-            # Flow outputs need f32: OpenVINO's default BF16 on these CPUs distorts the map.
-            config["INFERENCE_PRECISION_HINT"] = precision
-        threads = threads or self.info.inference_threads  # the IR's pin (edge.metadata) unless told otherwise
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        config = compile_config(self.info, threads, precision, hint)
         try:
             self.compiled = ov.Core().compile_model(model, device, config)
         except Exception as err:

@@ -20,13 +20,18 @@ def _frames(data, size):
     return [(load_image(s, size), int(s.label)) for s in folder.test]
 
 
-def _wrapper(xml):
+def _wrapper(xml, info):
     import openvino as ov
     from model_api.adapters import OpenvinoAdapter
     from model_api.models import AnomalyDetection
 
-    # f32 as the edge runs it (model_api's own default lets this CPU pick BF16)
-    adapter = OpenvinoAdapter(ov.Core(), str(xml), device="CPU", plugin_config={"INFERENCE_PRECISION_HINT": "f32"})
+    from edge.model import compile_config
+
+    # compiled as the edge compiles it: f32 (model_api's own default lets this CPU pick BF16) and the
+    # IR's thread pin. Compiled with its own defaults, model_api's mask differed from the edge's in 657
+    # pixels of one image on a CI machine (likely its all-core score vs the edge's pinned 1-thread one
+    # on either side of the pixel threshold: the capped map flips every pixel between them).
+    adapter = OpenvinoAdapter(ov.Core(), str(xml), device="CPU", plugin_config=compile_config(info))
     return AnomalyDetection.create_model(adapter)
 
 
@@ -36,7 +41,9 @@ def test_model_api_opens_the_int8_ir_and_agrees_with_the_edge(int8_ir, synthetic
     from edge.model import AnomalyModel
 
     ours = AnomalyModel(int8_ir)
-    wrapped = _wrapper(int8_ir)
+    wrapped = _wrapper(int8_ir, ours.info)
+    want_threads = ours.compiled.get_property("INFERENCE_NUM_THREADS")
+    assert wrapped.inference_adapter.compiled_model.get_property("INFERENCE_NUM_THREADS") == want_threads
     assert isinstance(wrapped, AnomalyDetection)
     info = ours.info
     assert wrapped.params.image_threshold == pytest.approx(info.image_threshold)
@@ -51,6 +58,7 @@ def test_model_api_opens_the_int8_ir_and_agrees_with_the_edge(int8_ir, synthetic
         res = wrapped(frame)
         raw = wrapped.infer_sync({wrapped.image_blob_name: frame[None]})
         raw_max.append(float(raw["anomaly_map_capped"].max()))
+        assert raw_max[-1] == pytest.approx(mine.score, rel=1e-6), "model_api's raw score differs from the edge's"
         scores.append(mine.score)
         # model_api's pred_score is the confidence of its label: back to P(anomaly) on its normalised scale
         probs.append(res.pred_score if res.pred_label == "Anomaly" else 1.0 - res.pred_score)
