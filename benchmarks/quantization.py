@@ -64,20 +64,21 @@ def conv_precisions(xml: Path) -> dict[str, int]:
 
 
 def model_api_check(xml: Path, data: Path) -> dict:
-    """Open the IR with OpenVINO model_api's AnomalyDetection (f32, as the edge runs it) and compare
-    its labels with edge-inspect's verdicts on every test image."""
+    """Open the IR with OpenVINO model_api's AnomalyDetection (compiled as the edge compiles it: f32 and the
+    IR's thread pin, edge.model.compile_config) and compare its labels with edge-inspect's verdicts on every
+    test image."""
     try:
         import openvino as ov
         from model_api.adapters import OpenvinoAdapter
         from model_api.models import AnomalyDetection
     except ImportError as err:
         return {"skipped": f"model_api not importable ({err})"}
-    from edge.model import AnomalyModel
+    from edge.model import AnomalyModel, compile_config
     from training.data import load_folder, load_image
 
     ours = AnomalyModel(xml)
     wrapped = AnomalyDetection.create_model(OpenvinoAdapter(ov.Core(), str(xml), device="CPU",
-                                                            plugin_config={"INFERENCE_PRECISION_HINT": "f32"}))
+                                                            plugin_config=compile_config(ours.info)))
     thr = ours.info.image_threshold
     rows, agree = [], 0
     for s in load_folder(data).test:
