@@ -239,12 +239,23 @@ def calibrate(cfg: CalibrationConfig) -> dict:
             candidate = q.quantize(source, calib, ignored, cfg.int8_weights)
             if n_subnet and split not in slow_by_split:  # subnet convolutions this CPU runs slower in INT8 stay float
                 float_times = float_times or q.conv_times_ms(float_model, golden[0])
-                slow_by_split[split] = q.slower_in_int8(float_times, q.conv_times_ms(candidate, golden[0]),
-                                                        q.subnet_convs(source, model.float_scopes))
-                if slow_by_split[split]:
-                    source = to_openvino(model)
-                    ignored, n_subnet = q.ignored_names(source, model.float_scopes, split, keep_float=slow_by_split[split])
-                    candidate = q.quantize(source, calib, ignored, cfg.int8_weights)
+                slow = q.slower_in_int8(float_times, q.conv_times_ms(candidate, golden[0]),
+                                        q.subnet_convs(source, model.float_scopes))
+                slow_by_split[split] = slow
+                if slow:
+                    source2 = to_openvino(model)
+                    ignored2, n_subnet2 = q.ignored_names(source2, model.float_scopes, split, keep_float=slow)
+                    candidate2 = q.quantize(source2, calib, ignored2, cfg.int8_weights)
+                    # the per-layer times set a layer in the float graph against its INT8 twin; kept float inside the
+                    # INT8 graph, it runs in that graph's layouts (slower, measured here), so the whole graph decides
+                    t_all, t_kept = _latencies_ms([_compile(candidate), _compile(candidate2)], golden[0], runs=40)
+                    report["quantization"].setdefault("float_for_speed_checks", []).append(
+                        {"split": split, "layers": len(slow), "ms_all_in_int8": t_all, "ms_those_float": t_kept,
+                         "kept_float": t_kept < t_all})
+                    if t_kept < t_all:
+                        source, ignored, n_subnet, candidate = source2, ignored2, n_subnet2, candidate2
+                    else:
+                        slow_by_split[split] = []
             slow = slow_by_split.get(split, [])
             compiled = _compile(candidate)
             out_val = run_compiled(compiled, vset.frames, channels, shapes)

@@ -44,7 +44,11 @@ def write_html(path: Path, r: dict) -> None:
                      "Everything from the model's float scopes on (neck, flow couplings: soft clamp, exp, log-det, Σz², the map) stays in "
                      "floating point: per-tensor INT8 there collapses the anomaly map. Subnet convolutions that this host's CPU ran "
                      "slower in INT8 than in float (per-layer counters) were quantized again in float "
-                     "(<i>subnet_convs_float_for_speed</i>); an edge PC of another CPU generation may rank them differently. "
+                     "(<i>subnet_convs_float_for_speed</i>) when the whole graph then ran faster, timed side by side"
+                     + "".join(f" ({html.escape(c['split'])}: {c['layers']} layer(s), {c['ms_all_in_int8']:.2f} ms all in INT8, "
+                               f"{c['ms_those_float']:.2f} ms with them float: {'kept float' if c['kept_float'] else 'left in INT8'})"
+                               for c in qz.get("float_for_speed_checks", []))
+                     + "; an edge PC of another CPU generation may rank them differently. "
                      f"Calibration host: {html.escape(r['host']['cpu'])} ({html.escape(r['host']['isa'])}). "
                      + (f"Weights are quantized to 8 bits (largest |int8 weight| outside depthwise layers: {qz['int8_weight_max']}): "
                         "<b>this IR runs only on CPUs with VNNI or AMX-INT8</b>; edge-inspect refuses it elsewhere, where 8-bit "

@@ -64,3 +64,31 @@ def test_only_layers_measured_slower_in_int8_are_kept_float():
     float_ms = {"a": 0.34, "b": 0.30, "c": 0.20}
     int8_ms = {"a": 0.76, "b": 0.15, "d": 9.0}  # c not timed in INT8 (fused away), d not a candidate
     assert slower_in_int8(float_ms, int8_ms, {"a", "b", "c"}) == ["a"]
+
+
+def test_layers_slower_in_int8_stay_float_only_when_the_whole_graph_then_runs_faster(trained_run, synthetic_data, tmp_path,
+                                                                                     monkeypatch):
+    """Per-layer counters set a float layer in the float graph against its INT8 twin; kept float inside the INT8
+    graph it runs in that graph's layouts. edge-calibrate times both INT8 graphs side by side and keeps the faster."""
+    from calibration import quantize as q
+    from calibration.calibrate import CalibrationConfig, calibrate
+
+    flagged: list[list[str]] = []
+
+    def flag_two(float_times, int8_times, names):  # as if this CPU had run two subnet convolutions slower in INT8
+        flagged.append(sorted(names)[:2])
+        return flagged[-1]
+
+    monkeypatch.setattr(q, "slower_in_int8", flag_two)
+    out = tmp_path / "t.xml"
+    report = calibrate(CalibrationConfig(str(trained_run), str(synthetic_data), str(out), precision="int8",
+                                         calibration_images=40, progress=False))
+    checks = report["quantization"]["float_for_speed_checks"]
+    first = report["quantization"]["candidates"][0]
+    assert flagged and len(flagged[0]) == 2
+    assert checks[0]["split"] == first["split"] and checks[0]["layers"] == 2
+    assert checks[0]["ms_all_in_int8"] > 0 and checks[0]["ms_those_float"] > 0
+    assert checks[0]["kept_float"] == (checks[0]["ms_those_float"] < checks[0]["ms_all_in_int8"])
+    assert first["subnet_convs_float_for_speed"] == (2 if checks[0]["kept_float"] else 0)
+    html = out.with_suffix(".report.html").read_text()
+    assert "ms all in INT8" in html and ("kept float" in html or "left in INT8" in html)
