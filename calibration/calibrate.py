@@ -237,6 +237,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
             source = to_openvino(model)
             ignored, n_subnet = q.ignored_names(source, model.float_scopes, split, keep_float=slow_by_split.get(split, ()))
             candidate = q.quantize(source, calib, ignored, cfg.int8_weights)
+            compiled = None  # the candidate compiled at 1 thread, where the speed check below already did it
             if n_subnet and split not in slow_by_split:  # subnet convolutions this CPU runs slower in INT8 stay float
                 float_times = float_times or q.conv_times_ms(float_model, golden[0])
                 slow = q.slower_in_int8(float_times, q.conv_times_ms(candidate, golden[0]),
@@ -248,16 +249,18 @@ def calibrate(cfg: CalibrationConfig) -> dict:
                     candidate2 = q.quantize(source2, calib, ignored2, cfg.int8_weights)
                     # the per-layer times set a layer in the float graph against its INT8 twin; kept float inside the
                     # INT8 graph, it runs in that graph's layouts (slower, measured here), so the whole graph decides
-                    t_all, t_kept = _latencies_ms([_compile(candidate), _compile(candidate2)], golden[0], runs=40)
+                    pair = [_compile(candidate), _compile(candidate2)]
+                    t_all, t_kept = _latencies_ms(pair, golden[0], runs=40)
                     report["quantization"].setdefault("float_for_speed_checks", []).append(
                         {"split": split, "layers": len(slow), "ms_all_in_int8": t_all, "ms_those_float": t_kept,
                          "kept_float": t_kept < t_all})
                     if t_kept < t_all:
-                        source, ignored, n_subnet, candidate = source2, ignored2, n_subnet2, candidate2
+                        source, ignored, n_subnet, candidate, compiled = source2, ignored2, n_subnet2, candidate2, pair[1]
                     else:
-                        slow_by_split[split] = []
+                        slow_by_split[split], compiled = [], pair[0]
             slow = slow_by_split.get(split, [])
-            compiled = _compile(candidate)
+            if compiled is None:
+                compiled = _compile(candidate)
             out_val = run_compiled(compiled, vset.frames, channels, shapes)
             acc = accuracy(out_val, vset)
             entry = {"split": split, "calibration_set": calib_name, "calibration_images": len(calib),
