@@ -129,8 +129,9 @@ def _latency_ms(compiled, frame: np.ndarray, runs: int = 30) -> float:
 def _compile(ov_model, threads: int = 1):
     import openvino as ov
 
-    return ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                                                      "INFERENCE_NUM_THREADS": threads})
+    from edge.model import compile_config
+
+    return ov.Core().compile_model(ov_model, "CPU", compile_config(None, threads))
 
 
 def calibrate(cfg: CalibrationConfig) -> dict:

@@ -162,8 +162,9 @@ def conv_times_ms(ov_model, frame: np.ndarray, threads: int = 1, runs: int = 30)
     activation included), so the same layer can be looked up in a float and an INT8 graph."""
     import openvino as ov
 
-    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                                                          "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True})
+    from edge.model import compile_config
+
+    compiled = ov.Core().compile_model(ov_model, "CPU", {**compile_config(None, threads), "PERF_COUNT": True})
     request = compiled.create_infer_request()
     for _ in range(5):
         request.infer({0: frame[None]})

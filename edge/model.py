@@ -129,18 +129,20 @@ def check_int8_weights(model, path: Path) -> None:
                          "or ship the FP32 IR")
 
 
-def compile_config(info: ModelInfo, threads: int = 0, precision: str = "f32", hint: str = "LATENCY") -> dict:
+def compile_config(info: ModelInfo | None, threads: int = 0, precision: str = "f32", hint: str = "LATENCY") -> dict:
     """The OpenVINO compile properties edge-inspect runs an IR with.
 
     Anyone else who opens the IR (OpenVINO model_api, benchmark_app) and wants the edge's numbers
     bit for bit passes the same: OpenVINO ignores such settings in the IR's rt_info, and a score
     near a threshold can flip between thread counts on some CPUs (why edge-calibrate pins one).
+    `info=None` is for a graph that has no metadata yet (edge-calibrate's candidates): `threads`
+    alone then decides, 0 meaning OpenVINO's default (all cores).
     """
     config = {"PERFORMANCE_HINT": hint}
     if precision:
         # Flow outputs need f32: OpenVINO's default BF16 on these CPUs distorts the map.
         config["INFERENCE_PRECISION_HINT"] = precision
-    threads = threads or info.inference_threads  # the IR's pin (edge.metadata) unless told otherwise
+    threads = threads or (info.inference_threads if info is not None else 0)  # the IR's pin (edge.metadata) unless told otherwise
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return config

@@ -105,3 +105,14 @@ def test_an_ir_pinned_to_one_thread_compiles_with_one_and_threads_overrides_it(f
     assert unpinned.info.inference_threads == 0
     if default_threads() > 1:
         assert unpinned.compiled.get_property("INFERENCE_NUM_THREADS") != 1
+
+
+def test_compile_config_without_metadata_follows_threads_alone():
+    """edge-calibrate compiles candidate graphs that have no ModelInfo yet with the edge's own settings
+    (f32, LATENCY): `threads` alone decides, and 0 leaves OpenVINO's all-core default."""
+    from edge.model import compile_config
+
+    assert compile_config(None, 1) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                                       "INFERENCE_NUM_THREADS": 1}
+    assert "INFERENCE_NUM_THREADS" not in compile_config(None, 0)
+    assert compile_config(ModelInfo(inference_threads=1), 0)["INFERENCE_NUM_THREADS"] == 1
