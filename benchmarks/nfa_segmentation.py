@@ -70,6 +70,8 @@ def evaluate_ir(ir: str, checkpoint: str, data: str, threads: int = 1) -> dict:
                                 holdout_zsq=holdout_zsq, fixed_scales={"ir": ir_scale})
     from calibration.metrics import image_auroc
 
+    # each image scored by the mean of its map's top 1 % (not the IR's own score output, top_fraction of the
+    # model config): the column says so; benchmarks/accuracy.py and quantization.py report the IR score's AUROC
     scores = [float(np.sort(m.reshape(-1))[-max(1, m.size // 100):].mean()) for m in maps]
     return {
         "ir": str(ir), "checkpoint": str(checkpoint), "data": str(data), "kind": model.info.model_kind,
@@ -148,7 +150,7 @@ def table(paths: list[str], md: str, title: str | None = None, what_ran: str | N
         "",
         "## Main table (NFA as `edge-inspect` runs it: all scales, each zsq divided by the IR's `latent_null_scale`, "
         f"variant `{EDGE_VARIANT}`; rows without it, from older runs, show `all`, the latent as it is)", "",
-        "| set | model | IR | pixel AUROC | AUPRO | image AUROC | NFA rule | mIoU NFA | mIoU fair | mIoU oracle | FA regions / good img: NFA | fair | IR ms (median) | NFA ms (median) |",
+        "| set | model | IR | pixel AUROC | AUPRO | image AUROC (map top 1 %) | NFA rule | mIoU NFA | mIoU fair | mIoU oracle | FA regions / good img: NFA | fair | IR ms (median) | NFA ms (median) |",
         "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
