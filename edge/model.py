@@ -140,7 +140,8 @@ def compile_config(info: ModelInfo | None, threads: int = 0, precision: str = "f
     """
     config = {"PERFORMANCE_HINT": hint}
     if precision:
-        # Flow outputs need f32: OpenVINO's default BF16 on these CPUs distorts the map.
+        # f32: thresholds and the NFA null scale are calibrated at f32; OpenVINO's default BF16 keeps AUROC but
+        # moves scores and latents enough to flip verdicts (docs/edge-runtime.md, benchmarks/precision_accuracy.py)
         config["INFERENCE_PRECISION_HINT"] = precision
     threads = threads or (info.inference_threads if info is not None else 0)  # the IR's pin (edge.metadata) unless told otherwise
     if threads:
