@@ -26,9 +26,9 @@ def perturbed(model):
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return perturbed(create_model("msflow", make_config("msflow", TINY), random_init=True))
+@pytest.fixture(scope="module", params=["permute", "swap"])
+def tiny(request):
+    return perturbed(create_model("msflow", make_config("msflow", {**TINY, "coupling": request.param}), random_init=True))
 
 
 def test_registered_and_presets():
@@ -114,6 +114,58 @@ def test_subfeature_flows_are_independent():
     half = c // 2
     (grad,) = torch.autograd.grad(z[:, :half].sum(), x)
     assert float(grad[:, half:].abs().max()) == 0.0 and float(grad[:, :half].abs().max()) > 0
+
+
+def test_swap_coupling_keeps_subfeatures_apart_and_inverts_with_odd_halves():
+    """coupling="swap": sub-feature g is channels [g·ca, (g+1)·ca) of the first half plus [g·cb, (g+1)·cb) of the
+    second; with an odd sub-feature width the halves differ and alternate between blocks. The flow must invert
+    and keep the k flows independent (no fusion here)."""
+    from training.models.msflow import ScaleFlow
+
+    torch.manual_seed(0)
+    k, cg, h, w = 3, 5, 4, 4  # ca = 2, cb = 3
+    flow = ScaleFlow(k * cg, k, h, w, depth=3, clamp=1.9, hidden_ratio=1.0, pos_dim=4, rng=np.random.default_rng(0),
+                     coupling="swap")
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(2, k * cg, h, w, requires_grad=True)
+    z, _ = flow(x)
+    assert float((flow.reverse(z) - x).detach().abs().max()) < 1e-4 and float((z - x).detach().abs().max()) > 1e-2
+
+    def members(g, first):  # the channels of sub-feature g in a tensor whose first half is `first` wide per group
+        second = cg - first
+        return [g * first + i for i in range(first)] + [k * first + g * second + i for i in range(second)]
+
+    out_first = flow.blocks[-1].conv2s.out_channels // k  # the last block's transformed half comes out first
+    for g in range(k):
+        (grad,) = torch.autograd.grad(z[:, members(g, out_first)].sum(), x, retain_graph=True)
+        inside = members(g, 2)
+        outside = [c for c in range(k * cg) if c not in inside]
+        assert float(grad[:, outside].abs().max()) == 0.0 and float(grad[:, inside].abs().max()) > 0
+
+
+def test_swap_coupling_exports_without_gathers_in_the_flows_and_with_parity():
+    """The point of coupling="swap": the scale flows export with no Gather (the fusion keeps its own), and the IR
+    computes what torch does."""
+    import openvino as ov
+
+    from calibration.export import to_openvino
+
+    model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "coupling": "swap"}), random_init=True))
+    ov_model = to_openvino(model)
+    gathers = [op.get_friendly_name() for op in ov_model.get_ordered_ops() if op.get_type_name() == "Gather"]
+    assert gathers and not [n for n in gathers if ".flows." in n]
+    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    img = np.random.default_rng(0).integers(0, 255, (1, 16, 16, 3), dtype=np.uint8)
+    res = compiled({0: img})
+    mean, std = np.array(model.mean, np.float32), np.array(model.std, np.float32)
+    x = torch.from_numpy(((img[..., ::-1] / 255.0 - mean) / std).astype(np.float32)).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        amap, score, *zsq = model.anomaly_outputs(x)
+    np.testing.assert_allclose(res[compiled.output("anomaly_map")].reshape(-1), amap.numpy().reshape(-1), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(res[compiled.output("zsq")].reshape(-1), torch.cat([q.flatten(1) for q in zsq], 1).numpy().reshape(-1),
+                               rtol=1e-3, atol=1e-4)
 
 
 def test_outputs_contract(tiny):
