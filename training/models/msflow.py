@@ -73,9 +73,11 @@ class MSFlowConfig:
     # "permute": every block permutes each sub-feature's channels at random, then splits them (the reference
     # design; the permutation and split are channel Gathers in the exported graph). "swap": each scale's channels
     # are split once into two halves that trade roles every block (RealNVP's alternating masks): no Gathers, no
-    # joins. Measured on magnetic_tile's main shapes with untrained weights (AMX Xeon, same run, side by side):
-    # INT8 IR 15.0 -> 13.3 ms at 1 thread and 14.7 -> 13.5 at 2, FP32 23.9 -> 23.2 and 19.9 -> 18.4.
-    # Accuracy not yet measured against "permute" on the shared sets: the default stays "permute".
+    # joins. magnetic_tile, main setting, 12 epochs, trained and calibrated both ways (AMX Xeon, 2026-12-01, one
+    # run each): FP32 image/pixel AUROC 0.9850/0.8054 (permute 0.9872/0.7990); INT8 (8-bit weights, backbone+subnets)
+    # 0.9861/0.7979; the edge-calibrated INT8 IR 6-10 % faster than permute's at 1 and 2 threads, side by side,
+    # FP32 equal within noise; training 21-23 vs 15-17 img/s. The default stays "permute" until
+    # benchmarks/accuracy.py and quantization.py are re-run with "swap" on every set.
     coupling: str = "permute"
 
 
