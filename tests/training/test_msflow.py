@@ -151,6 +151,7 @@ def test_swap_coupling_exports_without_gathers_in_the_flows_and_with_parity():
     import openvino as ov
 
     from calibration.export import to_openvino
+    from training.train import to_tensor
 
     model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "coupling": "swap"}), random_init=True))
     ov_model = to_openvino(model)
@@ -159,10 +160,8 @@ def test_swap_coupling_exports_without_gathers_in_the_flows_and_with_parity():
     compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     img = np.random.default_rng(0).integers(0, 255, (1, 16, 16, 3), dtype=np.uint8)
     res = compiled({0: img})
-    mean, std = np.array(model.mean, np.float32), np.array(model.std, np.float32)
-    x = torch.from_numpy(((img[..., ::-1] / 255.0 - mean) / std).astype(np.float32)).permute(0, 3, 1, 2)
     with torch.no_grad():
-        amap, score, *zsq = model.anomaly_outputs(x)
+        amap, score, *zsq = model.anomaly_outputs(to_tensor(list(img), model.mean, model.std))
     np.testing.assert_allclose(res[compiled.output("anomaly_map")].reshape(-1), amap.numpy().reshape(-1), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(res[compiled.output("zsq")].reshape(-1), torch.cat([q.flatten(1) for q in zsq], 1).numpy().reshape(-1),
                                rtol=1e-3, atol=1e-4)

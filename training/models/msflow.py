@@ -202,6 +202,15 @@ class GroupChannelNorm(nn.Module):
         return d / torch.sqrt(var + self.eps) * self.weight.flatten(1, 2) + self.bias.flatten(1, 2)
 
 
+def subnet_hidden(block: nn.Module, a: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """The coupling subnet up to its last convolution, shared by both block layouts:
+    ReLU(LN(conv1(a) + cond(pos)))."""
+    hid = block.conv1(a)
+    if block.cond is not None:
+        hid = hid + block.cond(pos)
+    return F.relu(block.norm(hid))
+
+
 class GroupedCoupling(nn.Module):
     """One flow block for k sub-features at once: ActNorm, in-group permutation, affine coupling.
 
@@ -242,10 +251,7 @@ class GroupedCoupling(nn.Module):
         return torch.cat([a, bb], 1)[:, self.join]
 
     def _scale_shift(self, a, pos):
-        hid = self.conv1(a)
-        if self.cond is not None:
-            hid = hid + self.cond(pos)
-        out = self.conv2(F.relu(self.norm(hid)))
+        out = self.conv2(subnet_hidden(self, a, pos))
         return soft_clamp(out[:, self.s_idx], self.clamp), out[:, self.t_idx]
 
     def forward(self, x, pos):
@@ -291,10 +297,7 @@ class SwapCoupling(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def _scale_shift(self, a, pos):
-        hid = self.conv1(a)
-        if self.cond is not None:
-            hid = hid + self.cond(pos)
-        h = F.relu(self.norm(hid))
+        h = subnet_hidden(self, a, pos)
         return soft_clamp(self.conv2s(h), self.clamp), self.conv2t(h)
 
     def forward(self, a, b, pos):
