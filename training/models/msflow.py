@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -70,15 +71,17 @@ class MSFlowConfig:
     # still have fixed things (fixtures, tray edges, specular stripes) whose high NLL would otherwise be the score.
     envelope: bool = False
     seed: int = 0  # the fixed permutations
-    # "permute": every block permutes each sub-feature's channels at random, then splits them (the reference
-    # design; the permutation and split are channel Gathers in the exported graph). "swap": each scale's channels
-    # are split once into two halves that trade roles every block (RealNVP's alternating masks): no Gathers, no
-    # joins. magnetic_tile, main setting, 12 epochs, trained and calibrated both ways (AMX Xeon, 2026-12-01, one
-    # run each): FP32 image/pixel AUROC 0.9850/0.8054 (permute 0.9872/0.7990); INT8 (8-bit weights, backbone+subnets)
-    # 0.9861/0.7979; the edge-calibrated INT8 IR 6-10 % faster than permute's at 1 and 2 threads, side by side,
-    # FP32 equal within noise; training 21-23 vs 15-17 img/s. The default stays "permute" until
-    # benchmarks/accuracy.py and quantization.py are re-run with "swap" on every set.
-    coupling: str = "permute"
+    # "swap" (the default): each scale's channels are split once into two halves that trade roles every block
+    # (RealNVP's alternating masks): no channel Gathers or joins in the exported scale flows. "permute": every
+    # block permutes each sub-feature's channels at random, then splits them (the reference design; the
+    # permutation and split are channel Gathers). magnetic_tile, main setting, 12 epochs, trained and calibrated
+    # both ways (AMX Xeon, 2026-12-01, one run each): FP32 image/pixel AUROC 0.9850/0.8054 (permute 0.9872/0.7990);
+    # INT8 (8-bit weights, backbone+subnets) 0.9861/0.7979; the INT8 IR 6-10 % faster than permute's at 1 and 2
+    # threads side by side, FP32 equal within noise; training 21-23 vs 15-17 img/s. benchmarks/results/accuracy.md
+    # and quantization.md state which layout each row was trained with.
+    coupling: str = "swap"
+    # checkpoints saved before a field existed were trained with these values (checkpoint.load_model fills them in)
+    saved_before: ClassVar[dict] = {"coupling": "permute"}
 
 
 PRESETS: dict[str, dict] = {
