@@ -184,7 +184,8 @@ def write(results: list[dict], meta: dict) -> None:
         mc = r.get("model_config", {})
         lines += [f"## {r['data']}", "", f"MS-Flow {mc.get('backbone', '?')}, input {mc.get('input_size', '?')}, stages {mc.get('stages', '?')}, "
                   f"flow depth {mc.get('flow_depth', '?')}, k = {mc.get('subfeatures', '?')}, coupling '{mc.get('coupling', 'permute')}'; "
-                  f"trained {r['train_config']['epochs']} epochs in this run's folder ({r['train_seconds']} s; seconds only when a finished run folder was reused).", "", "| IR | quantized | image AUROC | pixel AUROC | IR MB | latent Σz²/C (held-out good) |",
+                  f"{r['train_config']['epochs']} epochs; {r['train_seconds']} s of training in this run (near 0 when it reused a finished run "
+                  "folder trained with this setting).", "", "| IR | quantized | image AUROC | pixel AUROC | IR MB | latent Σz²/C (held-out good) |",
                   "|---|---|---|---|---|---|"]
         for p, v in pr.items():
             lines.append(f"| {p} | {v['quantized']} | {v['image_auroc']:.4f} | {v['pixel_auroc']:.4f} | {v['ir_mb']} | "
