@@ -100,17 +100,13 @@ def same_run(run: Path, main: dict, epochs: int) -> bool:
     benchmarks/accuracy.py's own run folder for the set qualifies)."""
     if not (run / "checkpoint.pt").is_file() or not (run / "config.json").is_file():
         return False
-    import dataclasses
-
-    from training.models import config_class, make_config
+    from training.models import make_config, saved_config
 
     saved = json.loads((run / "config.json").read_text())
     cfg = saved.get("train_config", {})
-    norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  tuples vs lists
     # the whole model config, not only the overrides: a run trained before a default changed does not qualify
-    expected = dataclasses.asdict(make_config("msflow", main["overrides"]))
-    model_cfg = {**config_class("msflow").saved_before, **saved.get("model_config", {})}
-    return (norm(model_cfg) == norm(expected) and cfg.get("epochs") == epochs
+    same_model = saved_config("msflow", saved.get("model_config", {})) == make_config("msflow", main["overrides"])
+    return (same_model and cfg.get("epochs") == epochs
             and all(cfg.get(k) == v for k, v in main.get("train", {}).items()))
 
 

@@ -19,7 +19,7 @@ import torch
 
 from edge.errors import EdgeError
 
-from .models import config_class, create_model, make_config
+from .models import create_model, saved_config
 
 FORMAT = "edge-inspect-checkpoint/1"
 
@@ -61,9 +61,7 @@ def load_model(path: str | Path, expect_kind: str | None = None):
     payload = load_payload(path)
     if expect_kind and payload["kind"] != expect_kind:
         raise CheckpointError(f"checkpoint {payload['path']} holds a {payload['kind']} model, not {expect_kind}")
-    # fields added to a config after a checkpoint was saved take the value that checkpoint was trained with
-    saved_before = getattr(config_class(payload["kind"]), "saved_before", {})
-    config = make_config(payload["kind"], {**saved_before, **payload["model_config"]})
+    config = saved_config(payload["kind"], payload["model_config"])
     weights = payload.get("train_config", {}).get("weights")
     model = create_model(payload["kind"], config, weights=weights)
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)

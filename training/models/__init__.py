@@ -56,6 +56,13 @@ def make_config(kind: str, overrides: dict[str, Any] | None = None):
     return cls(**clean)
 
 
+def saved_config(kind: str, saved: dict[str, Any]):
+    """The config a checkpoint was trained with, from its saved dict: fields added to the config class after the
+    checkpoint was written take the value every earlier checkpoint had (the class's `saved_before`), not today's
+    default."""
+    return make_config(kind, {**getattr(config_class(kind), "saved_before", {}), **saved})
+
+
 def create_model(kind: str, config=None, **backbone_kwargs):
     config = config if config is not None else config_class(kind)()
     return _REGISTRY[kind][1](config, **backbone_kwargs)

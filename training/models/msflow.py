@@ -70,7 +70,7 @@ class MSFlowConfig:
     # images reach (computed after training, stored in the checkpoint). Parts that are not aligned by design
     # still have fixed things (fixtures, tray edges, specular stripes) whose high NLL would otherwise be the score.
     envelope: bool = False
-    seed: int = 0  # the fixed permutations
+    seed: int = 0  # the fixed permutations of coupling="permute"
     # "swap" (the default): each scale's channels are split once into two halves that trade roles every block
     # (RealNVP's alternating masks): no channel Gathers or joins in the exported scale flows. "permute": every
     # block permutes each sub-feature's channels at random, then splits them (the reference design; the
@@ -80,7 +80,7 @@ class MSFlowConfig:
     # threads side by side, FP32 equal within noise; training 21-23 vs 15-17 img/s. benchmarks/results/accuracy.md
     # and quantization.md state which layout each row was trained with.
     coupling: str = "swap"
-    # checkpoints saved before a field existed were trained with these values (checkpoint.load_model fills them in)
+    # checkpoints saved before a field existed were trained with these values (training.models.saved_config)
     saved_before: ClassVar[dict] = {"coupling": "permute"}
 
 
