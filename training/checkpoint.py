@@ -61,15 +61,20 @@ def load_model(path: str | Path, expect_kind: str | None = None):
     payload = load_payload(path)
     if expect_kind and payload["kind"] != expect_kind:
         raise CheckpointError(f"checkpoint {payload['path']} holds a {payload['kind']} model, not {expect_kind}")
-    config = saved_config(payload["kind"], payload["model_config"])
     weights = payload.get("train_config", {}).get("weights")
-    model = create_model(payload["kind"], config, weights=weights)
+    model = create_model(payload["kind"], saved_config(payload["kind"], payload["model_config"]), weights=weights)
+    restore(model, payload)
+    return model.eval(), payload
+
+
+def restore(model, payload: dict) -> None:
+    """Load a checkpoint's trained state into `model` (built from the checkpoint's own config); every saved
+    tensor must fit and every trainable one must be there (the backbone is never saved)."""
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     # checkpoints from before the normal envelope lack its buffer: it stays zero and unused
-    missing = [k for k in missing if not k.startswith("backbone.") and not (k == "map_envelope" and not getattr(config, "envelope", False))]
+    missing = [k for k in missing if not k.startswith("backbone.") and not (k == "map_envelope" and not getattr(model.config, "envelope", False))]
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {payload['path']} does not fit its model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return model.eval(), payload
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from . import checkpoint
 from .data import DataError, fingerprint, load_folder, load_image, split_holdout
-from .models import create_model, make_config
+from .models import create_model, make_config, saved_config
 
 
 @dataclass
@@ -130,7 +130,10 @@ def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
     train_set, holdout = split_holdout(data.train, cfg.holdout_fraction, cfg.seed)
     if len(train_set) < 8:
         raise DataError(f"only {len(train_set)} good training images in {cfg.data}: need at least 8")
-    model_cfg = make_config(cfg.model, cfg.model_overrides)
+    last_path = out / "last.pt"
+    resumed = checkpoint.load_payload(last_path) if cfg.resume and last_path.is_file() else None
+    # a resumed run keeps the model it was started with, even where a default has changed since
+    model_cfg = (saved_config(cfg.model, resumed["model_config"]) if resumed else make_config(cfg.model, cfg.model_overrides))
     model = create_model(cfg.model, model_cfg, weights=cfg.weights)
     checkpoint.write_json(out / "config.json", {"model": cfg.model, "model_config": dataclasses.asdict(model_cfg),
                                                "train_config": dataclasses.asdict(cfg)})
@@ -157,13 +160,11 @@ def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, best = 0, float("inf")
-    last_path = out / "last.pt"
-    if cfg.resume and last_path.is_file():
-        payload = checkpoint.load_payload(last_path)
-        model.load_state_dict(payload["state_dict"], strict=False)
-        opt.load_state_dict(payload["optimizer"])
-        start_epoch, best = payload["epoch"] + 1, payload["best_holdout_loss"]
-        resume_rng = payload.get("rng")
+    if resumed:
+        checkpoint.restore(model, resumed)
+        opt.load_state_dict(resumed["optimizer"])
+        start_epoch, best = resumed["epoch"] + 1, resumed["best_holdout_loss"]
+        resume_rng = resumed.get("rng")
     else:
         resume_rng = None
     extra = {"train_config": dataclasses.asdict(cfg), "holdout": [str(s.path) for s in holdout],

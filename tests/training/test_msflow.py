@@ -294,6 +294,30 @@ def test_checkpoint_saved_before_the_coupling_field_loads_as_permute(tmp_path):
             torch.testing.assert_close(a, b)
 
 
+def test_resuming_a_run_started_before_the_coupling_field_continues_it_as_permute(tiny_run, tmp_path):
+    """`--resume` rebuilds the model the run was started with (its saved config), not today's defaults: a run
+    begun as "permute" before the field existed continues as "permute", every saved tensor loaded."""
+    import dataclasses
+
+    from training import checkpoint
+    from training.train import train
+
+    data, _, cfg = tiny_run
+    first = dataclasses.replace(cfg, out=str(tmp_path / "run"), epochs=1,
+                                model_overrides={**cfg.model_overrides, "coupling": "permute"})
+    run = train(first)
+    for name in ("last.pt", "checkpoint.pt"):  # as written before the field existed
+        payload = torch.load(run / name, weights_only=False)
+        del payload["model_config"]["coupling"]
+        torch.save(payload, run / name)
+    before = checkpoint.load_payload(run / "last.pt")["state_dict"]
+    train(dataclasses.replace(first, epochs=2, resume=True, model_overrides=dict(cfg.model_overrides)))
+    assert json.loads((run / "config.json").read_text())["model_config"]["coupling"] == "permute"
+    after = checkpoint.load_payload(run / "last.pt")
+    assert after["epoch"] == 1 and after["model_config"]["coupling"] == "permute"
+    assert set(after["state_dict"]) == set(before)  # the same tensors, trained on from where they were
+
+
 def test_exports_to_openvino_with_parity(tiny_run):
     import openvino as ov
 
