@@ -1,8 +1,9 @@
-"""MS-Flow accuracy on every MVTec-layout data set, plus the sub-feature / backbone / input-size ablations.
+"""MS-Flow accuracy on every MVTec-layout data set, plus the sub-feature / subnet-kernel / backbone / input-size
+ablations.
 
     .venv/bin/python benchmarks/accuracy.py                      # everything (main runs + ablations)
     .venv/bin/python benchmarks/accuracy.py --parts main         # only the per-data-set runs
-    .venv/bin/python benchmarks/accuracy.py --parts k,backbone,size --ablation-epochs 8
+    .venv/bin/python benchmarks/accuracy.py --parts k,kernel,backbone,size --ablation-epochs 8
 
 Main runs go through `training.train.train` (what edge-train runs) and `calibration.evaluate.evaluate`
 (what edge-eval runs, torch checkpoint). Ablations train the same way on the ablation data set and
@@ -116,7 +117,8 @@ def row(dataset, variant, model_cfg, epochs, result, t_train, t_eval, env, note=
         "subfeatures": model_cfg["subfeatures"], "stages": list(model_cfg["stages"]),
         "pool_stride": model_cfg.get("pool_stride", 1), "image_norm": model_cfg.get("image_norm", False),
         "envelope": model_cfg.get("envelope", False), "augment": augment,
-        "flow_depth": list(model_cfg["flow_depth"]), "coupling": model_cfg.get("coupling", "permute"), "epochs": epochs,
+        "flow_depth": list(model_cfg["flow_depth"]), "coupling": model_cfg.get("coupling", "permute"),
+        "subnet_kernel": model_cfg.get("subnet_kernel", 3), "epochs": epochs,
         "image_auroc": result["image_auroc"], "pixel_auroc": result["pixel_auroc"], "aupro": result["aupro"],
         "per_defect": result["per_defect"],
         "params_backbone_m": c.get("params_backbone_m"), "params_flow_m": c.get("params_flow_m"),
@@ -142,6 +144,8 @@ def run_ablations(data: Path, runs: Path, threads: int, epochs: int, parts: list
     variants = []
     if "k" in parts:
         variants += [(f"k={k}", {**base, "subfeatures": k}) for k in (1, 2, 4, 8)]
+    if "kernel" in parts:  # its 3x3 counterpart is the k=4 row (the same base, subnet_kernel 3)
+        variants.append(("subnet_kernel=1", {**base, "subnet_kernel": 1}))
     if "backbone" in parts:
         variants += [(f"backbone={b}", {**base, "backbone": f"tf_efficientnet_{b}"}) for b in ("lite0", "lite1", "lite2")]
     if "size" in parts:
@@ -249,7 +253,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default=str(DEFAULT_DATASETS), help="folder of MVTec-layout data sets")
     ap.add_argument("--only", action="append", help="data set name(s) to run (default: all)")
-    ap.add_argument("--parts", default="main,k,backbone,size", help="main, k, backbone, size (comma-separated)")
+    ap.add_argument("--parts", default="main,k,kernel,backbone,size",
+                    help="main, k, kernel, backbone, size (comma-separated)")
     ap.add_argument("--epochs", type=int, help="override the epochs of the main runs")
     ap.add_argument("--ablation-epochs", type=int, default=8)
     ap.add_argument("--ablation-set", default=ABLATION_SET, help="data set the ablations run on")
@@ -277,7 +282,7 @@ def main(argv=None) -> int:
             r = run_main(d, runs, a.threads, a.epochs, env)
             print(json.dumps({k: r[k] for k in ("dataset", "variant", "image_auroc", "pixel_auroc", "aupro", "train_wall_s")}), flush=True)
             save([r])
-    abl = [p for p in parts if p in ("k", "backbone", "size")]
+    abl = [p for p in parts if p in ("k", "kernel", "backbone", "size")]
     if abl:
         target = [d for d in mvtec_sets(Path(a.datasets)) if d.name == a.ablation_set]
         for d in target:

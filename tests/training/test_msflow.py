@@ -117,6 +117,39 @@ def test_subfeature_flows_are_independent():
     assert float(grad[:, half:].abs().max()) == 0.0 and float(grad[:, :half].abs().max()) > 0
 
 
+@pytest.mark.parametrize("coupling", ["permute", "swap"])
+def test_subnet_kernel_1_keeps_each_latent_to_its_own_positions_features(coupling):
+    """subnet_kernel=1: changing the features at one position changes the scale flow's z only there (3x3 subnets
+    spread it to the neighbours); the fusion pools to the coarsest grid and upsamples bilinearly, so through it a
+    change reaches only the fine positions that interpolate from its coarse cell. Both kernels invert."""
+    cfg = {**TINY, "input_size": [32, 32], "coupling": coupling}  # 8x8 and 4x4 maps
+    spread = {}
+    for kernel in (1, 3):
+        model = perturbed(create_model("msflow", make_config("msflow", {**cfg, "subnet_kernel": kernel}),
+                                       random_init=True))
+        feats = [torch.randn(1, c, h, w) for c, (h, w) in zip(model.channels, model.shapes)]
+        with torch.no_grad():
+            zs, _ = model.flow(feats)
+            assert max(float((r - f).abs().max()) for r, f in zip(model.reverse(zs), feats)) < 1e-4
+            moved = [f.clone() for f in feats]
+            moved[0][:, :, 2, 5] += 3.0  # one position of the fine scale
+            zm, _ = model.flows[0](moved[0])
+            z0, _ = model.flows[0](feats[0])
+            changed = (zm - z0).abs().amax(1)[0] > 1e-6
+            assert bool(changed[2, 5])
+            spread[kernel] = int(changed.sum())
+            zs_moved, _ = model.flow(moved)
+            whole = (zs_moved[0] - zs[0]).abs().amax(1)[0] > 1e-6
+            if kernel == 1:  # position (2, 5) pools into coarse cell (1, 2); rows 1-4, columns 3-6 interpolate from it
+                assert whole.nonzero().tolist() == [[r, c] for r in range(1, 5) for c in range(3, 7)]
+    assert spread[1] == 1 and spread[3] > 9
+
+
+def test_subnet_kernel_must_be_odd():
+    with pytest.raises(ValueError, match="subnet_kernel"):
+        create_model("msflow", make_config("msflow", {**TINY, "subnet_kernel": 2}), random_init=True)
+
+
 def test_swap_coupling_keeps_subfeatures_apart_and_inverts_with_odd_halves():
     """coupling="swap": sub-feature g is channels [g·ca, (g+1)·ca) of the first half plus [g·cb, (g+1)·cb) of the
     second; with an odd sub-feature width the halves differ and alternate between blocks. The flow must invert

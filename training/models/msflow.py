@@ -80,6 +80,9 @@ class MSFlowConfig:
     # threads side by side, FP32 equal within noise; training 21-23 vs 15-17 img/s. benchmarks/results/accuracy.md
     # and quantization.md state which layout each row was trained with.
     coupling: str = "swap"
+    # spatial kernel of every flow subnet and fusion convolution: 3 lets a position's z depend on its
+    # neighbours' features (each block widens that by 2 cells), 1 keeps each z to its own position's features
+    subnet_kernel: int = 3
     # checkpoints saved before a field existed were trained with these values (training.models.saved_config)
     saved_before: ClassVar[dict] = {"coupling": "permute"}
 
@@ -222,7 +225,8 @@ class GroupedCoupling(nn.Module):
     condition enters each group's first convolution through its own (ungrouped-input) conv.
     """
 
-    def __init__(self, k: int, cg: int, hidden: int, clamp: float, pos_dim: int, rng: np.random.Generator):
+    def __init__(self, k: int, cg: int, hidden: int, clamp: float, pos_dim: int, rng: np.random.Generator,
+                 kernel: int = 3):
         super().__init__()
         self.k, self.cg, self.clamp = k, cg, clamp
         self.ca = cg // 2
@@ -243,10 +247,11 @@ class GroupedCoupling(nn.Module):
                           ("join", np.argsort(np.concatenate([part_a, part_b]))), ("s_idx", s_idx),
                           ("t_idx", s_idx + self.cb)):
             self.register_buffer(name, torch.as_tensor(idx, dtype=torch.long), persistent=False)
-        self.conv1 = nn.Conv2d(k * self.ca, k * hidden, 3, padding=1, groups=k)
-        self.cond = nn.Conv2d(pos_dim, k * hidden, 3, padding=1, bias=False) if pos_dim else None
+        pad = kernel // 2
+        self.conv1 = nn.Conv2d(k * self.ca, k * hidden, kernel, padding=pad, groups=k)
+        self.cond = nn.Conv2d(pos_dim, k * hidden, kernel, padding=pad, bias=False) if pos_dim else None
         self.norm = GroupChannelNorm(k, hidden)
-        self.conv2 = nn.Conv2d(k * hidden, k * 2 * self.cb, 3, padding=1, groups=k)
+        self.conv2 = nn.Conv2d(k * hidden, k * 2 * self.cb, kernel, padding=pad, groups=k)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
@@ -283,18 +288,19 @@ class SwapCoupling(nn.Module):
     that neither needs splitting out of an interleaved output.
     """
 
-    def __init__(self, k: int, ca: int, cb: int, hidden: int, clamp: float, pos_dim: int):
+    def __init__(self, k: int, ca: int, cb: int, hidden: int, clamp: float, pos_dim: int, kernel: int = 3):
         super().__init__()
         self.clamp = clamp
         self.log_scale_a = nn.Parameter(torch.zeros(1, k * ca, 1, 1))
         self.shift_a = nn.Parameter(torch.zeros(1, k * ca, 1, 1))
         self.log_scale_b = nn.Parameter(torch.zeros(1, k * cb, 1, 1))
         self.shift_b = nn.Parameter(torch.zeros(1, k * cb, 1, 1))
-        self.conv1 = nn.Conv2d(k * ca, k * hidden, 3, padding=1, groups=k)
-        self.cond = nn.Conv2d(pos_dim, k * hidden, 3, padding=1, bias=False) if pos_dim else None
+        pad = kernel // 2
+        self.conv1 = nn.Conv2d(k * ca, k * hidden, kernel, padding=pad, groups=k)
+        self.cond = nn.Conv2d(pos_dim, k * hidden, kernel, padding=pad, bias=False) if pos_dim else None
         self.norm = GroupChannelNorm(k, hidden)
-        self.conv2s = nn.Conv2d(k * hidden, k * cb, 3, padding=1, groups=k)
-        self.conv2t = nn.Conv2d(k * hidden, k * cb, 3, padding=1, groups=k)
+        self.conv2s = nn.Conv2d(k * hidden, k * cb, kernel, padding=pad, groups=k)
+        self.conv2t = nn.Conv2d(k * hidden, k * cb, kernel, padding=pad, groups=k)
         for conv in (self.conv2s, self.conv2t):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
@@ -326,7 +332,7 @@ class ScaleFlow(nn.Module):
     (SwapCoupling), and z comes out in the order [a | b] of the last block."""
 
     def __init__(self, channels: int, k: int, h: int, w: int, depth: int, clamp: float, hidden_ratio: float,
-                 pos_dim: int, rng: np.random.Generator, coupling: str = "permute"):
+                 pos_dim: int, rng: np.random.Generator, coupling: str = "permute", kernel: int = 3):
         super().__init__()
         if coupling not in ("permute", "swap"):
             raise ValueError(f"unknown coupling {coupling!r}: 'permute' or 'swap'")
@@ -343,10 +349,11 @@ class ScaleFlow(nn.Module):
             ca, cb = cg // 2, cg - cg // 2
             self.half = k * ca  # the first half: every sub-feature's first ca channels
             # block i conditions on the half that block i-1 transformed: widths alternate when cg is odd
-            self.blocks = nn.ModuleList(SwapCoupling(k, *((ca, cb) if i % 2 == 0 else (cb, ca)), hidden, clamp, pos_dim)
-                                        for i in range(depth))
+            self.blocks = nn.ModuleList(SwapCoupling(k, *((ca, cb) if i % 2 == 0 else (cb, ca)), hidden, clamp, pos_dim,
+                                                     kernel) for i in range(depth))
         else:
-            self.blocks = nn.ModuleList(GroupedCoupling(k, cg, hidden, clamp, pos_dim, rng) for _ in range(depth))
+            self.blocks = nn.ModuleList(GroupedCoupling(k, cg, hidden, clamp, pos_dim, rng, kernel)
+                                        for _ in range(depth))
 
     def forward(self, x):
         logdet = x.new_zeros(x.shape[0])
@@ -385,7 +392,7 @@ class FusionCoupling(nn.Module):
     """
 
     def __init__(self, channels: tuple[int, ...], shapes: list[tuple[int, int]], clamp: float, hidden_ratio: float,
-                 parity: int):
+                 parity: int, kernel: int = 3):
         super().__init__()
         self.clamp, self.shapes = clamp, shapes
         self.coarse = min(shapes, key=lambda s: s[0] * s[1])
@@ -400,10 +407,11 @@ class FusionCoupling(nn.Module):
         self.cb = [len(i) for i in idx_b]
         total = sum(self.ca)
         hidden = max(16, int(round(total * hidden_ratio)))
-        self.fuse1 = nn.Conv2d(total, hidden, 3, padding=1)
+        pad = kernel // 2
+        self.fuse1 = nn.Conv2d(total, hidden, kernel, padding=pad)
         self.norm = GroupChannelNorm(1, hidden)
-        self.fuse2 = nn.Conv2d(hidden, total, 3, padding=1)
-        self.heads = nn.ModuleList(nn.Conv2d(ca, 2 * cb, 3, padding=1) for ca, cb in zip(self.ca, self.cb))
+        self.fuse2 = nn.Conv2d(hidden, total, kernel, padding=pad)
+        self.heads = nn.ModuleList(nn.Conv2d(ca, 2 * cb, kernel, padding=pad) for ca, cb in zip(self.ca, self.cb))
         for head in self.heads:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -457,6 +465,8 @@ class MSFlow(nn.Module):
                              f"{len(config.stages)} stages = {n_scales}), got {len(config.flow_depth)}")
         if config.subfeatures < 1:
             raise ValueError("subfeatures must be >= 1")
+        if config.subnet_kernel < 1 or config.subnet_kernel % 2 == 0:
+            raise ValueError(f"subnet_kernel must be odd and >= 1 (3 or 1), got {config.subnet_kernel}")
         self.config = config
         self.backbone = build_backbone(config.backbone, tuple(config.stages), weights, random_init)
         self.mean, self.std = normalization(config.backbone)
@@ -473,11 +483,12 @@ class MSFlow(nn.Module):
         rng = np.random.default_rng(config.seed)
         self.flows = nn.ModuleList(
             ScaleFlow(c, config.subfeatures, fh, fw, d, config.clamp, config.hidden_ratio, config.pos_dim, rng,
-                      config.coupling)
+                      config.coupling, config.subnet_kernel)
             for c, (fh, fw), d in zip(self.channels, shapes, config.flow_depth)
         )
         self.fusion = nn.ModuleList(
-            FusionCoupling(self.channels, shapes, config.clamp, config.fusion_hidden_ratio, parity=i % 2)
+            FusionCoupling(self.channels, shapes, config.clamp, config.fusion_hidden_ratio, parity=i % 2,
+                           kernel=config.subnet_kernel)
             for i in range(config.fusion_depth if n_scales > 1 else 0)
         )
         self.register_buffer("map_envelope", torch.zeros(1, 1, h, w))  # set by training when config.envelope
