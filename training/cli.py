@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
                          "shifts, flips, milder lighting jitter) or exposure (lighting gain, highlights clipped as a "
                          "sensor clips them); see training/augment.py")
     ap.add_argument("--augment-views", type=int, default=d.augment_views, help="augmented copies per image")
+    ap.add_argument("--locality", type=float, default=d.locality,
+                    help="weight of the locality term (training/locality.py): a synthetic defect pasted into each "
+                         "training image must not raise the cost of flow cells far from it (tighter maps; 0 = off)")
+    ap.add_argument("--locality-radius", type=int, default=d.locality_radius,
+                    help="input pixels around the pasted defect where nothing is asked")
     ap.add_argument("--weights", help="backbone weights file (timm state dict) for backbones without offline weights")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--threads", type=int, default=0)
@@ -72,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 overrides[key] = value
         cfg = TrainConfig(data=a.data, out=a.out, model=a.model, model_overrides=overrides, epochs=a.epochs,
                           batch_size=a.batch_size, lr=a.lr, holdout_fraction=a.holdout, augment_flips=a.augment_flips,
-                          augment=a.augment, augment_views=a.augment_views,
+                          augment=a.augment, augment_views=a.augment_views, locality=a.locality,
+                          locality_radius=a.locality_radius,
                           seed=a.seed, threads=a.threads, weights=a.weights, resume=a.resume, progress=not a.no_progress)
         from .train import train
 

@@ -13,7 +13,9 @@ import torch
 
 from . import checkpoint
 from .data import DataError, fingerprint, load_folder, load_image, split_holdout
+from .locality import far_excess
 from .models import create_model, make_config, saved_config
+from .models.likelihood import nll_per_dim
 
 
 @dataclass
@@ -43,6 +45,10 @@ class TrainConfig:
     lr_schedule: str = "steps"
     lr_milestones: tuple = (0.7, 0.9)
     lr_gamma: float = 0.33
+    # weight of the locality term (training.locality): a synthetic defect pasted into each training image must
+    # not raise the per-position cost of flow cells at least locality_radius input pixels from it; 0 = off
+    locality: float = 0.0
+    locality_radius: int = 32
 
 
 def to_tensor(images: list[np.ndarray], mean, std) -> torch.Tensor:
@@ -53,30 +59,61 @@ def to_tensor(images: list[np.ndarray], mean, std) -> torch.Tensor:
     return (x - m) / s
 
 
-@torch.no_grad()
-def extract(model, samples, batch_size: int = 16, flips: bool = False, desc: str = "features", progress: bool = True,
-            augment: str = "none", views: int = 0, seed: int = 0):
-    """Pooled backbone features of every sample (plus `views` augmented copies of each), per scale (N, C, h, w)."""
+def _image_batches(samples, size, batch_size: int, desc: str, progress: bool, augment: str, views: int, seed: int):
+    """uint8 images batch by batch: every sample followed by its `views` augmented copies."""
     from tqdm import tqdm
 
     from .augment import preset
     from .augment import views as make_views
 
     aug = preset(augment)
-    size = model.config.input_size
-    out: list[list[torch.Tensor]] = [[] for _ in model.channels]
     for i in tqdm(range(0, len(samples), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
         imgs = []
         for j, s in enumerate(samples[i : i + batch_size]):
             img = load_image(s, size)
             imgs.append(img)
             imgs.extend(make_views(img, aug, views, seed * 1_000_003 + i + j))
-        x = to_tensor(imgs, model.mean, model.std)
-        variants = [x, x.flip(-1), x.flip(-2)] if flips else [x]
-        for v in variants:
+        yield imgs
+
+
+def _flipped(x: torch.Tensor, flips: bool) -> list[torch.Tensor]:
+    return [x, x.flip(-1), x.flip(-2)] if flips else [x]
+
+
+@torch.no_grad()
+def extract(model, samples, batch_size: int = 16, flips: bool = False, desc: str = "features", progress: bool = True,
+            augment: str = "none", views: int = 0, seed: int = 0):
+    """Pooled backbone features of every sample (plus `views` augmented copies of each), per scale (N, C, h, w)."""
+    out: list[list[torch.Tensor]] = [[] for _ in model.channels]
+    for imgs in _image_batches(samples, model.config.input_size, batch_size, desc, progress, augment, views, seed):
+        for v in _flipped(to_tensor(imgs, model.mean, model.std), flips):
             for scale, f in enumerate(model.features(v)):
                 out[scale].append(f)
     return [torch.cat(parts) for parts in out]
+
+
+@torch.no_grad()
+def extract_pasted(model, samples, radius: int, batch_size: int = 16, flips: bool = False, progress: bool = True,
+                   augment: str = "none", views: int = 0, seed: int = 0):
+    """The images `extract` makes, in the same order, each with one seeded synthetic defect pasted in
+    (training.locality): (features per scale, far cells per scale (N, h, w))."""
+    from .locality import far_cells, paste
+
+    feats: list[list[torch.Tensor]] = [[] for _ in model.channels]
+    far: list[list[torch.Tensor]] = [[] for _ in model.channels]
+    n = 0
+    for imgs in _image_batches(samples, model.config.input_size, batch_size, "pasted features", progress, augment,
+                               views, seed):
+        pasted = [paste(img, seed * 1_000_003 + 500_000_000 + n + k, radius) for k, img in enumerate(imgs)]
+        n += len(imgs)
+        x = to_tensor([p for p, _ in pasted], model.mean, model.std)
+        near = torch.from_numpy(np.stack([m for _, m in pasted]))[:, None]
+        for v, m in zip(_flipped(x, flips), _flipped(near, flips)):
+            fs = model.features(v)
+            for scale, (f, cells) in enumerate(zip(fs, far_cells(m, [tuple(f.shape[-2:]) for f in fs]))):
+                feats[scale].append(f)
+                far[scale].append(cells)
+    return [torch.cat(p) for p in feats], [torch.cat(p) for p in far]
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
@@ -147,16 +184,22 @@ def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
         c = model_cfg
         key = (c.backbone, tuple(c.stages), tuple(getattr(c, "image_scales", (1.0,))), tuple(c.input_size),
                getattr(c, "pool_stride", None), getattr(c, "image_norm", False), cfg.augment_flips, cfg.augment,
-               cfg.augment_views, cfg.seed, cfg.weights,
+               cfg.augment_views, cfg.seed, cfg.weights, cfg.locality_radius if cfg.locality else None,
                tuple(str(s.path) for s in train_set), tuple(str(s.path) for s in holdout))
+    if cfg.locality < 0 or (cfg.locality and (cfg.model != "msflow" or cfg.locality_radius < 1)):
+        # far cells are laid on msflow's feature grids
+        raise DataError(f"--locality {cfg.locality} (radius {cfg.locality_radius} px): a weight >= 0 and a radius "
+                        ">= 1, for --model msflow only")
     if key is not None and key in feature_cache:
-        train_feats, hold_feats = feature_cache[key]
+        train_feats, hold_feats, pasted = feature_cache[key]
     else:
         train_feats = extract(model, train_set, flips=cfg.augment_flips, desc="train features", progress=cfg.progress,
                               augment=cfg.augment, views=cfg.augment_views, seed=cfg.seed)
         hold_feats = extract(model, holdout, desc="held-out features", progress=cfg.progress)
+        pasted = (extract_pasted(model, train_set, cfg.locality_radius, flips=cfg.augment_flips, progress=cfg.progress,
+                                 augment=cfg.augment, views=cfg.augment_views, seed=cfg.seed) if cfg.locality else None)
         if key is not None:
-            feature_cache[key] = (train_feats, hold_feats)
+            feature_cache[key] = (train_feats, hold_feats, pasted)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, best = 0, float("inf")
@@ -185,7 +228,13 @@ def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
             losses, te = [], time.time()
             for i in range(0, n, cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
-                loss = model.loss([f[idx] for f in train_feats])
+                if pasted:
+                    zs, logdet = model.flow([f[idx] for f in train_feats])
+                    zp, _ = model.flow([f[idx] for f in pasted[0]])
+                    loss = nll_per_dim(zs, logdet) + cfg.locality * far_excess(zs, zp, [c[idx] for c in pasted[1]],
+                                                                              model.channels)
+                else:
+                    loss = model.loss([f[idx] for f in train_feats])
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"training diverged at epoch {epoch} (loss {loss}): lower --lr")
                 opt.zero_grad()
