@@ -1,6 +1,8 @@
 """Where a pooled pixel AUROC is lost: defect pixels of each type ranked against the non-defect pixels of each
 source (good images, and the defect-free parts of each defect type's images), and how far from a defect the
-non-defect pixels that outscore good images lie.
+non-defect pixels that outscore good images lie. A paste check tells the model's own spread from what is in the
+defect images: each defect type's defect (its mask's bounding box + 4 px) is copied into good test images at the
+same place, and the same distance profile is taken before and after.
 
     .venv/bin/python benchmarks/pixel_auroc_sources.py --run main=/tmp/edge_inspect_accuracy/magnetic_tile_main \\
         --run kernel1=/tmp/edge_inspect_accuracy/magnetic_tile_ablation_subnet_kernel_1
@@ -37,9 +39,8 @@ def rank_auroc(pos: np.ndarray, neg_sorted: np.ndarray) -> float:
 
 
 def decompose(maps: list[np.ndarray], masks: list[np.ndarray], types: list[str], step: int) -> dict:
-    """The matrix, the pooled AUROC on the grid and the distance profile of hot non-defect pixels."""
-    import cv2
-
+    """The matrix, the pooled AUROC on the grid and the distance profile of hot non-defect pixels (that one
+    on every pixel)."""
     grid = (slice(step // 2, None, step), slice(step // 2, None, step))
     order = sorted(set(types), key=lambda t: (t != "good", t))
     pos = {t: [] for t in order if t != "good"}
@@ -55,18 +56,8 @@ def decompose(maps: list[np.ndarray], masks: list[np.ndarray], types: list[str],
     matrix = {tp: {tn: rank_auroc(p, neg[tn]) for tn in order} | {"all": rank_auroc(p, all_neg)}
               for tp, p in pos.items()}
     hot_level = float(np.percentile(neg["good"], 99))
-    profile = {}
-    for t in pos:
-        hot, total = np.zeros(len(DISTANCE_BINS) - 1), np.zeros(len(DISTANCE_BINS) - 1)
-        for m, k in ((m, k) for m, k, tt in zip(maps, masks, types) if tt == t):
-            dist = cv2.distanceTransform((k == 0).astype(np.uint8), cv2.DIST_L2, 5)[grid]
-            m, free = m[grid], k[grid] == 0
-            b = np.digitize(dist, DISTANCE_BINS) - 1
-            for i in range(len(total)):
-                sel = free & (b == i)
-                total[i] += sel.sum()
-                hot[i] += (sel & (m > hot_level)).sum()
-        profile[t] = [None if n == 0 else float(h / n) for h, n in zip(hot, total)]
+    profile = {t: distance_profile([m for m, tt in zip(maps, types) if tt == t],
+                                   [k for k, tt in zip(masks, types) if tt == t], hot_level) for t in pos}
     all_pos = np.concatenate(list(pos.values()))
     return {
         "pooled_pixel_auroc_on_grid": rank_auroc(all_pos, all_neg),
@@ -79,22 +70,66 @@ def decompose(maps: list[np.ndarray], masks: list[np.ndarray], types: list[str],
     }
 
 
-def score(path: str, folder, threads: int):
-    from calibration.scoring import score_ir, score_torch
-
+def load(path: str, threads: int):
+    """(maps of a list of uint8 BGR images at the input size, input size (H, W), kind)."""
     if path.endswith(".xml"):
         from edge.model import AnomalyModel
 
         model = AnomalyModel(Path(path), threads=threads)
-        return score_ir(model, folder.test), tuple(model.input_size), f"IR {Path(path).name}"
+        return (lambda imgs: [model.infer(i).anomaly_map for i in imgs]), tuple(model.input_size), f"IR {Path(path).name}"
     import torch
 
+    from calibration.validate import run_torch
     from training.checkpoint import load_model
 
     if threads:
         torch.set_num_threads(threads)
     model, _ = load_model(Path(path))
-    return score_torch(model, folder.test), tuple(model.config.input_size), "torch checkpoint"
+    return (lambda imgs: run_torch(model, imgs).maps), tuple(model.config.input_size), "torch checkpoint"
+
+
+def distance_profile(maps, masks, hot_level: float) -> list[float | None]:
+    """Share of the pixels outside each mask above `hot_level`, per DISTANCE_BINS bin of distance to the mask."""
+    import cv2
+
+    hot, total = np.zeros(len(DISTANCE_BINS) - 1), np.zeros(len(DISTANCE_BINS) - 1)
+    for m, k in zip(maps, masks):
+        free = k == 0
+        b = np.digitize(cv2.distanceTransform(free.astype(np.uint8), cv2.DIST_L2, 5), DISTANCE_BINS) - 1
+        for i in range(len(total)):
+            sel = free & (b == i)
+            total[i] += sel.sum()
+            hot[i] += (sel & (m > hot_level)).sum()
+    return [None if n == 0 else float(h / n) for h, n in zip(hot, total)]
+
+
+def paste_check(maps_of, folder, size, hot_level: float) -> dict:
+    """Each defect type's defects (mask bounding box + 4 px) copied into good test images at the same place:
+    the distance profile of hot pixels after pasting, and of the same pixels before."""
+    from training.data import load_image, load_mask
+
+    good = [s for s in folder.test if s.defect == "good"]
+    clean = [load_image(s, size) for s in good]
+    before_maps = maps_of(clean)
+    out = {}
+    for t in sorted({s.defect for s in folder.test} - {"good"}):
+        defects = [s for s in folder.test if s.defect == t]
+        pasted, masks = [], []
+        for j, img in enumerate(clean):
+            src = defects[j % len(defects)]
+            ys, xs = np.nonzero(load_mask(src, size) > 0)
+            box = np.zeros(size, np.uint8)
+            if len(ys):
+                y0, y1, x0, x1 = max(0, ys.min() - 4), ys.max() + 5, max(0, xs.min() - 4), xs.max() + 5
+                box[y0:y1, x0:x1] = 1
+            img = img.copy()
+            img[box > 0] = load_image(src, size)[box > 0]
+            pasted.append(img)
+            masks.append(box)
+        out[t] = {"after": distance_profile(maps_of(pasted), masks, hot_level),
+                  "before": distance_profile(before_maps, masks, hot_level),
+                  "box_share": float(np.mean([m.mean() for m in masks]))}
+    return out
 
 
 def fmt(v) -> str:
@@ -128,6 +163,13 @@ def markdown(sections: dict) -> str:
                   "| defect type | " + " | ".join(bins) + " |", "|---|" + "---:|" * len(bins)]
         for t, prof in r["hot_by_distance"].items():
             lines.append(f"| {t} | " + " | ".join(fmt(v) for v in prof) + " |")
+        if s.get("paste"):
+            lines += ["", "Paste check: each type's defects (mask bounding box + 4 px) copied into the good test images "
+                      "at the same place; the same share by distance to the pasted box, after pasting / before:", "",
+                      "| pasted | " + " | ".join(bins) + " |", "|---|" + "---:|" * len(bins)]
+            for t, p in s["paste"].items():
+                lines.append(f"| {t} | " + " | ".join(f"{fmt(a)} / {fmt(b)}" for a, b in zip(p["after"], p["before"]))
+                             + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -139,7 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--step", type=int, default=4, help="take every step-th row and column of each map")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
-    from training.data import load_folder, load_mask
+    from training.data import load_folder, load_image, load_mask
 
     folder = load_folder(a.data, require_test=True)
     json_path = RESULTS / "pixel_auroc_sources.json"
@@ -148,11 +190,13 @@ def main(argv=None) -> int:
         name, _, path = spec.rpartition("=")  # the last "=": names like "k=4" keep theirs
         if not name or not path:
             ap.error(f"--run needs NAME=PATH, got {spec!r}")
-        scored, size, kind = score(path, folder, a.threads)
+        maps_of, size, kind = load(path, a.threads)
         masks = [load_mask(s, size) for s in folder.test]
-        result = decompose(scored.maps, masks, [s.defect for s in folder.test], a.step)
+        result = decompose(maps_of([load_image(s, size) for s in folder.test]), masks, [s.defect for s in folder.test],
+                           a.step)
+        paste = paste_check(maps_of, folder, size, result["hot_level"])
         sections[name] = {"model": path, "kind": kind, "data": a.data, "input_size": list(size), "step": a.step,
-                          "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
+                          "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result, "paste": paste}
         print(name, json.dumps({t: round(r["all"], 3) for t, r in result["matrix"].items()}),
               f"pooled {result['pooled_pixel_auroc_on_grid']:.4f}", flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)  # written after every run: an interrupted call keeps what it measured
