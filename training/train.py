@@ -157,6 +157,10 @@ def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
     features across runs whose backbone, stages, pyramid, input size and pre-processing agree."""
     from tqdm import tqdm
 
+    if cfg.locality < 0 or (cfg.locality and (cfg.model != "msflow" or cfg.locality_radius < 1)):
+        # far cells are laid on msflow's feature grids
+        raise DataError(f"--locality {cfg.locality} (radius {cfg.locality_radius} px): a weight >= 0 and a radius "
+                        ">= 1, for --model msflow only")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if cfg.threads:
@@ -186,10 +190,6 @@ def train(cfg: TrainConfig, feature_cache: dict | None = None) -> Path:
                getattr(c, "pool_stride", None), getattr(c, "image_norm", False), cfg.augment_flips, cfg.augment,
                cfg.augment_views, cfg.seed, cfg.weights, cfg.locality_radius if cfg.locality else None,
                tuple(str(s.path) for s in train_set), tuple(str(s.path) for s in holdout))
-    if cfg.locality < 0 or (cfg.locality and (cfg.model != "msflow" or cfg.locality_radius < 1)):
-        # far cells are laid on msflow's feature grids
-        raise DataError(f"--locality {cfg.locality} (radius {cfg.locality_radius} px): a weight >= 0 and a radius "
-                        ">= 1, for --model msflow only")
     if key is not None and key in feature_cache:
         train_feats, hold_feats, pasted = feature_cache[key]
     else:

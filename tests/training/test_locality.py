@@ -74,7 +74,8 @@ def test_training_with_locality_lowers_the_far_cost_of_pasted_defects(tmp_path):
     assert excess[2.0] < 0.7 * excess[0.0], excess
 
 
-def test_locality_refuses_a_negative_weight_and_other_models(tmp_path):
+def test_locality_refuses_a_negative_weight_other_models_and_no_radius_before_writing_anything(tmp_path, capsys):
+    from training.cli import main
     from training.data import DataError
     from training.synthetic import SyntheticConfig, generate
     from training.train import TrainConfig, train
@@ -83,3 +84,7 @@ def test_locality_refuses_a_negative_weight_and_other_models(tmp_path):
     for kwargs in ({"locality": -1.0}, {"locality": 1.0, "model": "uflow"}, {"locality": 1.0, "locality_radius": 0}):
         with pytest.raises(DataError, match="locality"):
             train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, progress=False, **kwargs))
+    assert not (tmp_path / "run").exists()
+    assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--locality", "-1", "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--locality -1.0" in err
