@@ -153,27 +153,28 @@ def run_ablations(data: Path, runs: Path, threads: int, epochs: int, parts: list
     base = dict(MAIN.get(data.name, DEFAULT_MAIN)["overrides"])
     variants = []
     if "k" in parts:
-        variants += [(f"k={k}", {**base, "subfeatures": k}) for k in (1, 2, 4, 8)]
+        variants += [(f"k={k}", {**base, "subfeatures": k}, {}) for k in (1, 2, 4, 8)]
     if "kernel" in parts:  # its 3x3 counterpart is the k=4 row (the same base, subnet_kernel 3)
-        variants.append(("subnet_kernel=1", {**base, "subnet_kernel": 1}))
+        variants.append(("subnet_kernel=1", {**base, "subnet_kernel": 1}, {}))
     if "locality" in parts:  # training/locality.py's term at weight 1; its counterpart without it is the k=4 row
         variants.append(("locality=1", {**base}, {"locality": 1.0}))
     if "backbone" in parts:
-        variants += [(f"backbone={b}", {**base, "backbone": f"tf_efficientnet_{b}"}) for b in ("lite0", "lite1", "lite2")]
+        variants += [(f"backbone={b}", {**base, "backbone": f"tf_efficientnet_{b}"}, {})
+                     for b in ("lite0", "lite1", "lite2")]
     if "size" in parts:
         h, w = base.get("input_size", (256, 256))
         for f in (0.75, 1.0, 1.25):  # the set's own aspect ratio, scaled
             size = [int(round(h * f / 16)) * 16, int(round(w * f / 16)) * 16]
-            variants.append((f"input={size[0]}x{size[1]}", {**base, "input_size": size}))
+            variants.append((f"input={size[0]}x{size[1]}", {**base, "input_size": size}, {}))
     folder = load_folder(data, require_test=True)
     train_cache: dict = {}
     test_cache: dict = {}
     rows = []
-    for name, overrides, *train_options in variants:
+    for name, overrides, train_options in variants:  # train_options: TrainConfig fields beyond the defaults
         tag = name.replace("=", "_")
         out = runs / f"{data.name}_ablation_{tag}"
         cfg = TrainConfig(data=str(data), out=str(out), model_overrides=overrides, epochs=epochs, threads=threads,
-                          progress=False, **(train_options[0] if train_options else {}))
+                          progress=False, **train_options)
         t0 = time.time()
         train(cfg, feature_cache=train_cache)
         t_train = time.time() - t0

@@ -103,27 +103,28 @@ def distance_profile(maps, masks, hot_level: float) -> list[float | None]:
     return [None if n == 0 else float(h / n) for h, n in zip(hot, total)]
 
 
-def paste_check(maps_of, folder, size, hot_level: float) -> dict:
+def paste_check(maps_of, folder, images, maps, size, hot_level: float) -> dict:
     """Each defect type's defects (mask bounding box + 4 px) copied into good test images at the same place:
-    the distance profile of hot pixels after pasting, and of the same pixels before."""
-    from training.data import load_image, load_mask
+    the distance profile of hot pixels after pasting, and of the same pixels before. `images` and `maps` are the
+    test set's, in folder.test's order (the good ones are not scored again)."""
+    from training.data import load_mask
 
-    good = [s for s in folder.test if s.defect == "good"]
-    clean = [load_image(s, size) for s in good]
-    before_maps = maps_of(clean)
+    good = [i for i, s in enumerate(folder.test) if s.defect == "good"]
+    clean = [images[i] for i in good]
+    before_maps = [maps[i] for i in good]
     out = {}
     for t in sorted({s.defect for s in folder.test} - {"good"}):
-        defects = [s for s in folder.test if s.defect == t]
+        defects = [i for i, s in enumerate(folder.test) if s.defect == t]
         pasted, masks = [], []
         for j, img in enumerate(clean):
             src = defects[j % len(defects)]
-            ys, xs = np.nonzero(load_mask(src, size) > 0)
+            ys, xs = np.nonzero(load_mask(folder.test[src], size) > 0)
             box = np.zeros(size, np.uint8)
             if len(ys):
                 y0, y1, x0, x1 = max(0, ys.min() - 4), ys.max() + 5, max(0, xs.min() - 4), xs.max() + 5
                 box[y0:y1, x0:x1] = 1
             img = img.copy()
-            img[box > 0] = load_image(src, size)[box > 0]
+            img[box > 0] = images[src][box > 0]
             pasted.append(img)
             masks.append(box)
         out[t] = {"after": distance_profile(maps_of(pasted), masks, hot_level),
@@ -192,9 +193,10 @@ def main(argv=None) -> int:
             ap.error(f"--run needs NAME=PATH, got {spec!r}")
         maps_of, size, kind = load(path, a.threads)
         masks = [load_mask(s, size) for s in folder.test]
-        result = decompose(maps_of([load_image(s, size) for s in folder.test]), masks, [s.defect for s in folder.test],
-                           a.step)
-        paste = paste_check(maps_of, folder, size, result["hot_level"])
+        images = [load_image(s, size) for s in folder.test]
+        maps = maps_of(images)
+        result = decompose(maps, masks, [s.defect for s in folder.test], a.step)
+        paste = paste_check(maps_of, folder, images, maps, size, result["hot_level"])
         sections[name] = {"model": path, "kind": kind, "data": a.data, "input_size": list(size), "step": a.step,
                           "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result, "paste": paste}
         print(name, json.dumps({t: round(r["all"], 3) for t, r in result["matrix"].items()}),

@@ -13,7 +13,7 @@ import torch
 
 from . import checkpoint
 from .data import DataError, fingerprint, load_folder, load_image, split_holdout
-from .locality import far_excess
+from .locality import DEFAULT_RADIUS, far_excess
 from .models import create_model, make_config, saved_config
 from .models.likelihood import nll_per_dim
 
@@ -48,7 +48,7 @@ class TrainConfig:
     # weight of the locality term (training.locality): a synthetic defect pasted into each training image must
     # not raise the per-position cost of flow cells at least locality_radius input pixels from it; 0 = off
     locality: float = 0.0
-    locality_radius: int = 32
+    locality_radius: int = DEFAULT_RADIUS
 
 
 def to_tensor(images: list[np.ndarray], mean, std) -> torch.Tensor:
