@@ -105,6 +105,36 @@ def test_group_norm_is_a_layer_norm_over_each_groups_channels_per_pixel():
     assert torch.allclose(norm(x), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("coupling", ["permute", "swap"])
+def test_folding_norm_means_into_convolutions_keeps_outputs_and_drops_one_conv_per_norm(coupling):
+    """fold_for_export (the export copy's rewrite) moves each norm's mean subtraction into the convolutions that
+    feed it: the same latents and map, and the exported graph has one constant-kernel convolution fewer per norm.
+    The model handed to export is left as it was (its norms still subtract the mean)."""
+    from calibration.export import export_copy, to_openvino
+    from training.models.msflow import GroupChannelNorm
+
+    model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "coupling": coupling}), random_init=True))
+    x = torch.randn(2, 3, 16, 16)
+    folded = export_copy(model)
+    norms = [m for m in folded.modules() if isinstance(m, GroupChannelNorm)]
+    assert norms and all(m.centered for m in norms)
+    assert not any(m.centered for m in model.modules() if isinstance(m, GroupChannelNorm))
+    with torch.no_grad():
+        want = model.anomaly_outputs(x)
+        got = folded.anomaly_outputs(x.flip(1))  # the export copy takes BGR
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    def norm_convs(ov_model):
+        return sum(1 for op in ov_model.get_ordered_ops()
+                   if op.get_type_name() in ("Convolution", "GroupConvolution") and ".norm" in op.get_friendly_name())
+
+    exported = to_openvino(model)
+    model.fold_for_export = lambda: None  # the same export without the rewrite
+    assert norm_convs(exported) == len(norms)  # the variance's mean only
+    assert norm_convs(to_openvino(model)) == 2 * len(norms)
+
+
 def test_subfeature_flows_are_independent():
     """Without fusion, latents of one sub-feature depend only on that sub-feature's channels."""
     model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "fusion_depth": 0, "coupling": "permute"}),

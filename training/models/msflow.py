@@ -200,12 +200,45 @@ class GroupChannelNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(1, groups, channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(1, groups, channels, 1, 1))
         self.register_buffer("average", torch.full((groups * channels, channels, 1, 1), 1.0 / channels), persistent=False)
+        # True once fold_norm_means has moved the mean subtraction into the convolutions that feed this norm
+        self.centered = False
 
     def forward(self, x):
-        mu = F.conv2d(x, self.average, groups=self.groups)
-        d = x - mu
+        d = x if self.centered else x - F.conv2d(x, self.average, groups=self.groups)
         var = F.conv2d(d * d, self.average, groups=self.groups)
         return d / torch.sqrt(var + self.eps) * self.weight.flatten(1, 2) + self.bias.flatten(1, 2)
+
+
+def center_output_channels(conv: nn.Conv2d, groups: int) -> None:
+    """Subtract from every output channel's kernel and bias their mean over its group of output channels
+    (`groups` equal, consecutive groups), in place: the convolution then outputs its former output minus
+    that group mean at every pixel, zero padding included (the mean of convolutions is the convolution with
+    the mean kernel)."""
+    with torch.no_grad():
+        w = conv.weight.view(groups, -1, *conv.weight.shape[1:])
+        w -= w.mean(1, keepdim=True)
+        if conv.bias is not None:
+            b = conv.bias.view(groups, -1)
+            b -= b.mean(1, keepdim=True)
+
+
+def fold_norm_means(model: nn.Module) -> nn.Module:
+    """Rewrite `model` in place into the same function with fewer ops for export: every GroupChannelNorm is fed
+    by convolutions alone (a subnet's conv1 plus its positional-condition conv; the fusion's fuse1), so its mean
+    subtraction moves into their weights (center_output_channels) and the norm keeps only the variance. Exact up
+    to float rounding; removes one grouped 1x1 convolution and one subtraction per norm (19 of each in
+    magnetic_tile's main model). For an export copy only: training the folded weights would train a different
+    parametrisation."""
+    for m in model.modules():
+        if isinstance(m, (SwapCoupling, GroupedCoupling)):
+            for conv in (m.conv1, m.cond):
+                if conv is not None:
+                    center_output_channels(conv, m.norm.groups)
+            m.norm.centered = True
+        elif isinstance(m, FusionCoupling):
+            center_output_channels(m.fuse1, m.norm.groups)
+            m.norm.centered = True
+    return model
 
 
 def subnet_hidden(block: nn.Module, a: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -543,6 +576,12 @@ class MSFlow(nn.Module):
         `raw` ignores the normal envelope."""
         envelope = self.map_envelope if self.config.envelope and not raw else None
         return anomaly_outputs(self.flow(feats)[0], self.channels, size, self.config.top_fraction, envelope)
+
+    def fold_for_export(self) -> None:
+        """In place, on the export copy (calibration.export.export_copy): the same function in fewer ops.
+        Measured on magnetic_tile's main model (AMX Xeon, blocks of runs side by side): FP32 IR 4-5 %, INT8 IR
+        3.5-7 % faster at 1 and 2 threads."""
+        fold_norm_means(self)
 
     # -- accounting ------------------------------------------------------------------------------
 
