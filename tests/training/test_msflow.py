@@ -135,6 +135,30 @@ def test_folding_norm_means_into_convolutions_keeps_outputs_and_drops_one_conv_p
     assert norm_convs(to_openvino(model)) == 2 * len(norms)
 
 
+def test_fusion_pools_with_plain_average_pooling_where_sizes_divide_and_exports_without_adaptive_pool():
+    """The fusion's pooling to the coarsest grid: plain average pooling where the sizes divide (OpenVINO runs it
+    with a fast kernel), adaptive pooling elsewhere; the same latents as adaptive pooling everywhere."""
+    from calibration.export import to_openvino
+    from training.models.msflow import FusionCoupling, pool_kernel
+
+    assert pool_kernel((32, 32), (8, 8)) == (4, 4) and pool_kernel((16, 12), (8, 6)) == (2, 2)
+    assert pool_kernel((15, 10), (8, 6)) is None
+    model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "input_size": [32, 32]}), random_init=True))
+    fusion = [m for m in model.modules() if isinstance(m, FusionCoupling)]
+    assert fusion and all(k is not None for m in fusion for k, s in zip(m.pool_kernels, m.shapes) if tuple(s) != m.coarse)
+    feats = [torch.randn(2, c, h, w) for c, (h, w) in zip(model.channels, model.shapes)]
+    with torch.no_grad():
+        zs, _ = model.flow(feats)
+        for m in fusion:
+            m.pool_kernels = [None] * len(m.pool_kernels)  # adaptive pooling throughout
+        adaptive, _ = model.flow(feats)
+    for a, b in zip(zs, adaptive):
+        torch.testing.assert_close(a, b)
+    types = {op.get_type_name() for op in to_openvino(perturbed(create_model(
+        "msflow", make_config("msflow", {**TINY, "input_size": [32, 32]}), random_init=True))).get_ordered_ops()}
+    assert "AvgPool" in types and "AdaptiveAvgPool" not in types
+
+
 def test_subfeature_flows_are_independent():
     """Without fusion, latents of one sub-feature depend only on that sub-feature's channels."""
     model = perturbed(create_model("msflow", make_config("msflow", {**TINY, "fusion_depth": 0, "coupling": "permute"}),
