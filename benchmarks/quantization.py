@@ -49,6 +49,28 @@ def latency(xmls: dict[str, Path], frame: np.ndarray, threads: int, hint: str | 
     return out
 
 
+def latency_in_fresh_process(xmls: dict[str, Path], frame: np.ndarray, threads: int, hint: str | None,
+                             runs: int) -> dict[str, dict]:
+    """`latency` in a new Python process that loads nothing but these IRs, as an edge PC runs its one model.
+
+    Timed inside the process that had just trained, exported, quantized and evaluated (torch and NNCF thread pools,
+    a dozen compiled models), 2 threads were no faster than 1 for every IR: 2026-12-02, FP32 at f32 29.9 ms at 1
+    thread and 26.4 ms at 2, INT8 17.7 and 17.5; the same IRs in a fresh process minutes later, on a host then
+    slower overall, 1.5x faster at 2 threads than at 1 (FP32 41.8 -> 27.6 ms, INT8 26.3 -> 18.3)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "frame.npy", frame)
+        job = {"xmls": {k: str(v) for k, v in xmls.items()}, "frame": str(Path(tmp) / "frame.npy"), "threads": threads,
+               "hint": hint, "runs": runs}
+        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--time-only", json.dumps(job)],
+                              capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the timing process failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def conv_precisions(xml: Path) -> dict[str, int]:
     """How many (Group)Convolution layers ran in each precision / kernel (from the executed graph)."""
     import openvino as ov
@@ -155,7 +177,7 @@ def run_set(data: Path, runs_dir: Path, runs_per_point: int, epochs: int | None,
         }
     for hint in ("f32", None):
         for th in (1, 2):
-            for precision, lat in latency(xmls, frame, th, hint, runs_per_point).items():
+            for precision, lat in latency_in_fresh_process(xmls, frame, th, hint, runs_per_point).items():
                 out["precisions"][precision]["latency"].append(lat)
     out["model_api"] = model_api_check(xmls["int8"], data)
     return out
@@ -170,8 +192,8 @@ def write(results: list[dict], meta: dict) -> None:
              f"{meta['cores']} cores, shared "
              f"with other work while it ran (load average {meta.get('load', '?')} at the start): compare rows of one run only). "
              "Model: MS-Flow, tf_efficientnet_lite0 with the offline ImageNet weights; settings per set as in benchmarks/accuracy.py. "
-             "AUROC from edge-eval on the IR (inference at f32). Latency: batch 1, after 20 warm-up runs, the IRs measured in "
-             "interleaved turns (2 untimed, then 10 timed inferences of each per turn: calibration/timing.py) so that load "
+             "AUROC from edge-eval on the IR (inference at f32). Latency: batch 1, in a fresh process per thread count and hint "
+             "that loads only the IRs, after 20 warm-up runs, the IRs measured in interleaved turns (2 untimed, then 10 timed inferences of each per turn: calibration/timing.py) so that load "
              "from other jobs hits them alike; "
              "'ran as' is the inference precision OpenVINO reports it used. "
              f"INT8 weights: {meta.get('int8_weights', 7)} bits (edge-calibrate --int8-weights; 8 runs only on CPUs with VNNI "
@@ -249,6 +271,12 @@ def write(results: list[dict], meta: dict) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--time-only"]:  # the fresh timing process of latency_in_fresh_process
+        job = json.loads(argv[1])
+        print(json.dumps(latency({k: Path(v) for k, v in job["xmls"].items()}, np.load(job["frame"]), job["threads"],
+                                 job["hint"], job["runs"])))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default=str(DATASETS))
     ap.add_argument("--only", action="append")
