@@ -193,8 +193,8 @@ def write(results: list[dict], meta: dict) -> None:
              f"with other work while it ran (load average {meta.get('load', '?')} at the start): compare rows of one run only). "
              "Model: MS-Flow, tf_efficientnet_lite0 with the offline ImageNet weights; settings per set as in benchmarks/accuracy.py. "
              "AUROC from edge-eval on the IR (inference at f32). Latency: batch 1, in a fresh process per thread count and hint "
-             "that loads only the IRs, after 20 warm-up runs, the IRs measured in interleaved turns (2 untimed, then 10 timed inferences of each per turn: calibration/timing.py) so that load "
-             "from other jobs hits them alike; "
+             "that loads only the IRs, after 20 warm-up runs, the IRs measured in interleaved turns (2 untimed, then 10 timed "
+             "inferences of each per turn: calibration/timing.py) so that load from other jobs hits them alike; "
              "'ran as' is the inference precision OpenVINO reports it used. "
              f"INT8 weights: {meta.get('int8_weights', 7)} bits (edge-calibrate --int8-weights; 8 runs only on CPUs with VNNI "
              "or AMX-INT8, 7 on every x86 CPU).", ""]
