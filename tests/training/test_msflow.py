@@ -108,8 +108,9 @@ def test_group_norm_is_a_layer_norm_over_each_groups_channels_per_pixel():
 @pytest.mark.parametrize("coupling", ["permute", "swap"])
 def test_folding_norm_means_into_convolutions_keeps_outputs_and_drops_one_conv_per_norm(coupling):
     """fold_for_export (the export copy's rewrite) moves each norm's mean subtraction into the convolutions that
-    feed it: the same latents and map, and the exported graph has one constant-kernel convolution fewer per norm.
-    The model handed to export is left as it was (its norms still subtract the mean)."""
+    feed it and skips the last fusion layer's channel reordering: the same map and Σz² (the outputs), one
+    constant-kernel convolution fewer per norm and one Gather fewer per scale. The model handed to export is left
+    as it was."""
     from calibration.export import export_copy, to_openvino
     from training.models.msflow import GroupChannelNorm
 
@@ -131,8 +132,13 @@ def test_folding_norm_means_into_convolutions_keeps_outputs_and_drops_one_conv_p
 
     exported = to_openvino(model)
     model.fold_for_export = lambda: None  # the same export without the rewrite
+    unfolded = to_openvino(model)
     assert norm_convs(exported) == len(norms)  # the variance's mean only
-    assert norm_convs(to_openvino(model)) == 2 * len(norms)
+    assert norm_convs(unfolded) == 2 * len(norms)
+    # the last fusion layer leaves its latents unordered (only Σ z² is exported): one Gather fewer per scale
+    gathers = [sum(op.get_type_name() == "Gather" for op in m.get_ordered_ops()) for m in (exported, unfolded)]
+    assert gathers[0] == gathers[1] - len(model.channels)
+    assert folded.fusion[-1].ordered is False and model.fusion[-1].ordered is True
 
 
 def test_fusion_pools_with_plain_average_pooling_where_sizes_divide_and_exports_without_adaptive_pool():
