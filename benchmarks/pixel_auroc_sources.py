@@ -103,22 +103,20 @@ def distance_profile(maps, masks, hot_level: float) -> list[float | None]:
     return [None if n == 0 else float(h / n) for h, n in zip(hot, total)]
 
 
-def paste_check(maps_of, folder, images, maps, size, hot_level: float) -> dict:
+def paste_check(maps_of, folder, images, maps, masks, size, hot_level: float) -> dict:
     """Each defect type's defects (mask bounding box + 4 px) copied into good test images at the same place:
-    the distance profile of hot pixels after pasting, and of the same pixels before. `images` and `maps` are the
-    test set's, in folder.test's order (the good ones are not scored again)."""
-    from training.data import load_mask
-
+    the distance profile of hot pixels after pasting, and of the same pixels before. `images`, `maps` and `masks`
+    are the test set's, in folder.test's order (nothing is read or scored again but the pasted images)."""
     good = [i for i, s in enumerate(folder.test) if s.defect == "good"]
     clean = [images[i] for i in good]
     before_maps = [maps[i] for i in good]
     out = {}
     for t in sorted({s.defect for s in folder.test} - {"good"}):
         defects = [i for i, s in enumerate(folder.test) if s.defect == t]
-        pasted, masks = [], []
+        pasted, boxes = [], []
         for j, img in enumerate(clean):
             src = defects[j % len(defects)]
-            ys, xs = np.nonzero(load_mask(folder.test[src], size) > 0)
+            ys, xs = np.nonzero(masks[src] > 0)
             box = np.zeros(size, np.uint8)
             if len(ys):
                 y0, y1, x0, x1 = max(0, ys.min() - 4), ys.max() + 5, max(0, xs.min() - 4), xs.max() + 5
@@ -126,10 +124,10 @@ def paste_check(maps_of, folder, images, maps, size, hot_level: float) -> dict:
             img = img.copy()
             img[box > 0] = images[src][box > 0]
             pasted.append(img)
-            masks.append(box)
-        out[t] = {"after": distance_profile(maps_of(pasted), masks, hot_level),
-                  "before": distance_profile(before_maps, masks, hot_level),
-                  "box_share": float(np.mean([m.mean() for m in masks]))}
+            boxes.append(box)
+        out[t] = {"after": distance_profile(maps_of(pasted), boxes, hot_level),
+                  "before": distance_profile(before_maps, boxes, hot_level),
+                  "box_share": float(np.mean([m.mean() for m in boxes]))}
     return out
 
 
@@ -196,7 +194,7 @@ def main(argv=None) -> int:
         images = [load_image(s, size) for s in folder.test]
         maps = maps_of(images)
         result = decompose(maps, masks, [s.defect for s in folder.test], a.step)
-        paste = paste_check(maps_of, folder, images, maps, size, result["hot_level"])
+        paste = paste_check(maps_of, folder, images, maps, masks, size, result["hot_level"])
         sections[name] = {"model": path, "kind": kind, "data": a.data, "input_size": list(size), "step": a.step,
                           "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result, "paste": paste}
         print(name, json.dumps({t: round(r["all"], 3) for t, r in result["matrix"].items()}),
