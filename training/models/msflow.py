@@ -438,7 +438,8 @@ class FusionCoupling(nn.Module):
         self.coarse = min(shapes, key=lambda s: s[0] * s[1])
         # plain average pooling where the sizes divide: the same numbers as adaptive pooling, and OpenVINO's CPU plugin
         # runs it as a JIT kernel (its AdaptiveAvgPool ran as a reference one, 0.15 ms of the fusion at 2 threads);
-        # kernels as plain ints, fixed here, because the export traces shapes as tensors
+        # kernels as plain ints, fixed here, because the export traces shapes as tensors: paired with the scales by
+        # position, not looked up by a map's size (a traced size misses a dict and silently pooled adaptively)
         self.pool_kernels = [pool_kernel(tuple(s), self.coarse) for s in shapes]
         # False (set on the export copy's last fusion layer only) leaves each output in [conditioning half |
         # transformed half] channel order: the exported graph uses z only through Σ_c z², which ignores the order,
