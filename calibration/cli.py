@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from edge.cpu import KERNEL_ISAS
 from edge.errors import EdgeError
 
 
@@ -27,6 +28,8 @@ def set_metadata(model_path: str, items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise EdgeError(f"--set expects KEY=VALUE, got {item!r}")
+        if key == "kernel_isa" and value not in KERNEL_ISAS:
+            raise EdgeError(f"kernel_isa must be one of {', '.join(KERNEL_ISAS)}, not {value!r}")
         changes[key] = value
     info = update_info(ir, **changes)
     save_ir(ir, model_path)
@@ -45,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--int8-weights", type=int, default=7, choices=[7, 8],
                     help="INT8 weight bits: 7 runs on every x86 CPU; 8 keeps more accuracy but only runs where the edge PC "
                          "(and this host) has VNNI or AMX-INT8")
+    ap.add_argument("--kernel-isa", default="native", choices=list(KERNEL_ISAS),
+                    help="the edge PC's instruction set, when it has less than this host: OpenVINO's kernels here are "
+                         "capped at it while calibrating, and edge-inspect applies the same cap (avx512_core_vnni: an "
+                         "AVX-512 PC without BF16/AMX; avx2_vnni / avx2: most Core and Atom industrial PCs)")
     ap.add_argument("--allow-mixed-sizes", action="store_true", help="accept images of different sizes (each is resized to the input)")
     ap.add_argument("--model", help="with --set: an existing IR whose metadata to rewrite")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="rewrite one metadata key")
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             report = calibrate(CalibrationConfig(checkpoint=a.checkpoint, data=a.data, out=a.out, precision=a.precision,
                                                  target_frr=a.target_frr, max_drop=a.max_drop, nfa_epsilon=a.nfa_epsilon,
                                                  allow_mixed_sizes=a.allow_mixed_sizes, int8_weights=a.int8_weights,
-                                                 progress=not a.no_progress))
+                                                 kernel_isa=a.kernel_isa, progress=not a.no_progress))
             for warning in report["warnings"]:
                 print(f"edge-calibrate: warning: {warning}", file=sys.stderr)
             result = {"model": report["model"], "precision": report["precision"],

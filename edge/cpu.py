@@ -59,3 +59,77 @@ def has_int8_dot_product(flags: set[str] | None = None) -> bool | None:
     if not flags:
         return None
     return any(f in flags for f in INT8_DOT_FLAGS)
+
+
+# OpenVINO's CPU plugin runs its convolutions on oneDNN kernels for the best instruction set the CPU has, capped by
+# this variable, which oneDNN reads once per process, at the first model it compiles.
+KERNEL_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+# edge-calibrate --kernel-isa / ModelInfo.kernel_isa -> oneDNN's name for the cap ("native": no cap)
+KERNEL_ISAS = {"native": "", "avx512_core_vnni": "AVX512_CORE_VNNI", "avx512_core": "AVX512_CORE",
+               "avx2_vnni": "AVX2_VNNI", "avx2": "AVX2"}
+
+
+def cap_kernel_isa(isa: str) -> str:
+    """Cap the instruction set of OpenVINO's CPU kernels in this process at `isa` (a KERNEL_ISAS key) and return
+    the oneDNN cap now in force ("" = none).
+
+    Why: on a CPU with AMX, OpenVINO runs INT8 convolutions on AMX tiles, which pad the reduction to 64 channels:
+    for this project's small maps and 5-80-channel flow groups that is slower than AVX-512 VNNI and gains nothing
+    from a second thread (magnetic_tile's INT8 IR, 2026-12-02: 11.4 -> 10.1 ms from 1 to 2 threads on AMX, 11.2 ->
+    8.2 on VNNI; FP32 22.0 -> 15.4). An edge PC without BF16 has no AMX either, so capping the calibration host at
+    its instruction set also makes the host time and score the IR with the kernels the edge runs. Must be called
+    before the process compiles its first model (oneDNN ignores later changes); a cap already set in the
+    environment (by the user) is kept."""
+    if isa not in KERNEL_ISAS:
+        raise ValueError(f"unknown kernel instruction set {isa!r}: one of {', '.join(KERNEL_ISAS)}")
+    import os
+
+    current = os.environ.get(KERNEL_ISA_ENV, "")
+    if KERNEL_ISAS[isa] and not current:
+        os.environ[KERNEL_ISA_ENV] = current = KERNEL_ISAS[isa]
+    return current
+
+
+def kernels_that_ran(compiled) -> str:
+    """Which instruction set a compiled OpenVINO model's INT8 convolutions run on: "AMX", "AVX-512", "AVX2" or
+    "none" (no INT8 convolution), from the kernel names of its executed graph."""
+    kinds = set()
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "primitiveType" not in info or info["layerType"].astype(str) not in ("Convolution", "GroupConvolution"):
+            continue
+        prim = info["primitiveType"].astype(str).lower()
+        if "i8" in prim:
+            kinds.add("AMX" if "amx" in prim else "AVX-512" if "avx512" in prim else "AVX2" if "avx2" in prim else prim)
+    for name in ("AMX", "AVX-512", "AVX2"):
+        if name in kinds:
+            return name
+    return ", ".join(sorted(kinds)) or "none"
+
+
+# how far each kernel family reaches: a cap is in force when no INT8 layer runs on a family above it
+_KERNEL_RANK = {"AVX2": 1, "AVX-512": 2, "AMX": 3}
+_CAP_RANK = {"avx512_core_vnni": 2, "avx512_core": 2, "avx2_vnni": 1, "avx2": 1}
+
+
+def cap_in_force(isa: str, kernels: str) -> bool:
+    """Whether INT8 layers running on `kernels` (kernels_that_ran) respect the cap `isa` (a KERNEL_ISAS key)."""
+    return isa == "native" or _KERNEL_RANK.get(kernels, 0) <= _CAP_RANK[isa]
+
+
+def probe_int8_kernels() -> str:
+    """The kernel family (kernels_that_ran) this process runs INT8 convolutions on, from a one-layer INT8 model
+    compiled here (a tenth of a second). Compiling fixes oneDNN's instruction set for the process: call it after
+    cap_kernel_isa."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 64, 8, 8], np.float32)
+    act = ops.fake_quantize(x, np.float32(0), np.float32(2.55), np.float32(0), np.float32(2.55), 256)
+    w = ops.constant(np.random.default_rng(0).uniform(-1, 1, (64, 64, 1, 1)).astype(np.float32))
+    wq = ops.fake_quantize(w, np.float32(-1), np.float32(1), np.float32(-1), np.float32(1), 255)
+    conv = ops.convolution(act, wq, [1, 1], [0, 0], [0, 0], [1, 1])
+    compiled = ov.Core().compile_model(ov.Model([conv], [x]), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    return kernels_that_ran(compiled)

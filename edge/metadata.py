@@ -70,6 +70,10 @@ class ModelInfo:
     # up to 56 % apart at 1 and 2 threads, the 1-thread side tracking torch): edge-inspect then runs it on 1 thread
     # unless told otherwise; 0 = any thread count
     inference_threads: int = 0
+    # the instruction set edge-calibrate capped OpenVINO's CPU kernels at while it timed and scored this IR
+    # (edge.cpu.KERNEL_ISAS; "native" = none): edge-inspect applies the same cap so that it runs the kernels the
+    # thresholds were set with (a cap above the edge CPU's own instruction set changes nothing)
+    kernel_isa: str = "native"
 
     def __post_init__(self):
         self.orig_height = self.orig_height or self.input_height

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .cpu import cpu_isa, has_int8_dot_product
+from .cpu import KERNEL_ISA_ENV, KERNEL_ISAS, cap_in_force, cap_kernel_isa, cpu_isa, has_int8_dot_product, kernels_that_ran
 from .errors import FrameError, ModelError
 from .metadata import ModelInfo, read_info
 
@@ -161,6 +162,11 @@ class AnomalyModel:
         self.info: ModelInfo = read_info(model, str(self.path))
         if device.upper().startswith("CPU"):
             check_int8_weights(model, self.path)
+            if self.info.kernel_isa not in KERNEL_ISAS:
+                raise ModelError(f"model {self.path} asks for kernel instruction set {self.info.kernel_isa!r}, which this "
+                                 f"edge-inspect does not know ({', '.join(KERNEL_ISAS)}): fix it with edge-calibrate --set "
+                                 "kernel_isa=native")
+            self.kernel_cap = cap_kernel_isa(self.info.kernel_isa)
         self.model_hash = file_sha256(self.path.with_suffix(".bin"))
         config = compile_config(self.info, threads, precision, hint)
         try:
@@ -189,6 +195,12 @@ class AnomalyModel:
         self.input_shape = tuple(shape)  # (1, H, W, 3)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.inference_precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        self.int8_kernels = kernels_that_ran(self.compiled) if device.upper().startswith("CPU") else ""
+        if self.int8_kernels and not cap_in_force(self.info.kernel_isa, self.int8_kernels):
+            # the cap came after this process compiled another model, or the environment set another one
+            print(f"edge-inspect: warning: {self.path} was calibrated with kernels capped at {self.info.kernel_isa}, but its "
+                  f"INT8 layers run on {self.int8_kernels} here ({os.environ.get(KERNEL_ISA_ENV) or 'no cap set'}): scores may differ "
+                  "slightly from calibration; run edge-inspect in a process of its own", file=sys.stderr)
 
     @property
     def input_size(self) -> tuple[int, int]:

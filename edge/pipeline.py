@@ -530,6 +530,7 @@ class Pipeline:
             out["latency_p50_ms"] = round(float(np.percentile(lat, 50)), 2)
             out["latency_p99_ms"] = round(float(np.percentile(lat, 99)), 2)
         out["inference_precision"] = getattr(self.model, "inference_precision", "")
+        out["int8_kernels"] = getattr(self.model, "int8_kernels", "")
         if self.plc is not None:
             out["plc"] = self.plc.stats()
         if self.audit is not None:
