@@ -41,6 +41,9 @@ class CalibrationConfig:
     # on the edge PC (edge-inspect refuses it elsewhere) and on this host (to check it). See calibration/quantize.py.
     int8_weights: int = 7
     allow_mixed_sizes: bool = False
+    # the edge PC's instruction set (edge.cpu.KERNEL_ISAS): OpenVINO's kernels on this host are capped at it while
+    # edge-calibrate times and scores, and the IR tells edge-inspect to apply the same cap; "native" = none
+    kernel_isa: str = "native"
     seed: int = 0
     progress: bool = True
 
@@ -138,7 +141,8 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     from tqdm import tqdm
 
     import edge
-    from edge.cpu import cpu_isa, cpu_name, has_int8_dot_product
+    from edge.cpu import (KERNEL_ISAS, cap_in_force, cap_kernel_isa, cpu_isa, cpu_name, has_int8_dot_product,
+                          kernels_that_ran, probe_int8_kernels)
     from edge.metadata import ModelInfo, write_info
     from training.checkpoint import load_model
     from training.data import DataError, Sample, fingerprint, load_folder, load_image, load_mask
@@ -152,6 +156,14 @@ def calibrate(cfg: CalibrationConfig) -> dict:
 
     if cfg.precision not in ("int8", "fp16", "fp32"):
         raise EdgeError(f"unknown precision {cfg.precision!r}: use int8, fp16 or fp32")
+    if cfg.kernel_isa not in KERNEL_ISAS:
+        raise EdgeError(f"unknown --kernel-isa {cfg.kernel_isa!r}: one of {', '.join(KERNEL_ISAS)}")
+    cap = cap_kernel_isa(cfg.kernel_isa)  # before this process compiles anything (oneDNN reads it once)
+    kernel_isa = {v: k for k, v in KERNEL_ISAS.items()}.get(cap.upper(), "native")
+    if kernel_isa != "native" and not cap_in_force(kernel_isa, ran := probe_int8_kernels()):
+        raise EdgeError(f"INT8 layers run on {ran} here although the kernels were to be capped at {kernel_isa}: this "
+                        "process had compiled an OpenVINO model before the cap was set; run edge-calibrate in a process "
+                        "of its own")
     if cfg.int8_weights not in q.WEIGHT_BITS:
         raise EdgeError(f"--int8-weights must be 7 or 8, not {cfg.int8_weights}")
     if cfg.precision == "int8" and cfg.int8_weights == 8 and has_int8_dot_product() is False:
@@ -180,7 +192,8 @@ def calibrate(cfg: CalibrationConfig) -> dict:
     shapes = latent_shapes(model)
     report: dict = {"checkpoint": payload["path"], "model_kind": payload["kind"], "backbone": model.config.backbone,
                     "input_size": list(size), "precision": cfg.precision, "config": asdict(cfg), "warnings": [], "skipped": [],
-                    "host": {"cpu": cpu_name(), "isa": cpu_isa(), "int8_dot_product": has_int8_dot_product()}}
+                    "host": {"cpu": cpu_name(), "isa": cpu_isa(), "int8_dot_product": has_int8_dot_product(),
+                             "kernel_isa": kernel_isa, "kernel_cap": cap or "none"}}
     bar = tqdm(total=7, desc="calibrate", unit="step", disable=not cfg.progress)
 
     # 1. validation set: real labelled defects take precedence; else synthetic ones from good images
@@ -262,6 +275,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
             slow = slow_by_split.get(split, [])
             if compiled is None:
                 compiled = _compile(candidate)
+            report["host"]["int8_kernels"] = kernels_that_ran(compiled)
             out_val = run_compiled(compiled, vset.frames, channels, shapes)
             acc = accuracy(out_val, vset)
             entry = {"split": split, "calibration_set": calib_name, "calibration_images": len(calib),
@@ -418,6 +432,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         n_calibration_good=len(holdout), training_fingerprint=payload.get("data_fingerprint", fingerprint(folder.train)),
         calibrated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         calibrated_on=f"{report['host']['cpu']} ({report['host']['isa']})", inference_threads=pin_threads,
+        kernel_isa=kernel_isa,
     )
     write_info(final_model, info)
     out_path = Path(cfg.out)
