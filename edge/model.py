@@ -166,7 +166,7 @@ class AnomalyModel:
                 raise ModelError(f"model {self.path} asks for kernel instruction set {self.info.kernel_isa!r}, which this "
                                  f"edge-inspect does not know ({', '.join(KERNEL_ISAS)}): fix it with edge-calibrate --set "
                                  "kernel_isa=native")
-            self.kernel_cap = cap_kernel_isa(self.info.kernel_isa)
+            cap_kernel_isa(self.info.kernel_isa)  # before the compile below: oneDNN reads the cap once per process
         self.model_hash = file_sha256(self.path.with_suffix(".bin"))
         config = compile_config(self.info, threads, precision, hint)
         try:
