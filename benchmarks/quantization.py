@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.machine import cpu_isa, cpu_name  # noqa: E402
 from calibration.timing import interleaved_times_ms  # noqa: E402
-from edge.cpu import KERNEL_ISAS, cap_kernel_isa  # noqa: E402
+from edge.cpu import KERNEL_ISA_ENV, KERNEL_ISAS, cap_kernel_isa, conv_kernels, kernels_that_ran  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 DATASETS = ROOT.parent / "shared" / "datasets"
 
@@ -43,8 +43,6 @@ def latency(xmls: dict[str, Path], frame: np.ndarray, threads: int, hint: str | 
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     if hint:
         config["INFERENCE_PRECISION_HINT"] = hint
-    from edge.cpu import KERNEL_ISA_ENV, kernels_that_ran
-
     core = ov.Core()
     compiled = {name: core.compile_model(str(xml), "CPU", config) for name, xml in xmls.items()}
     times = dict(zip(compiled, interleaved_times_ms(list(compiled.values()), frame, runs, warmup=20)))
@@ -73,8 +71,6 @@ def latency_in_fresh_process(xmls: dict[str, Path], frame: np.ndarray, threads: 
     import subprocess
     import tempfile
 
-    from edge.cpu import KERNEL_ISA_ENV
-
     env = {k: v for k, v in os.environ.items() if k != KERNEL_ISA_ENV}
     if kernel_cap:
         env[KERNEL_ISA_ENV] = kernel_cap
@@ -96,11 +92,9 @@ def conv_precisions(xml: Path) -> dict[str, int]:
 
     compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
     counts: dict[str, int] = {}
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        if "layerType" in info and info["layerType"].astype(str) in ("Convolution", "GroupConvolution"):
-            key = f"{info['layerType'].astype(str)} {info['runtimePrecision'].astype(str)} ({info['primitiveType'].astype(str)})"
-            counts[key] = counts.get(key, 0) + 1
+    for layer, precision, kernel in conv_kernels(compiled):
+        key = f"{layer} {precision} ({kernel})"
+        counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
 
 
@@ -194,12 +188,10 @@ def run_set(data: Path, runs_dir: Path, runs_per_point: int, epochs: int | None,
             "frr": {"target": report["thresholds"]["image"]["target_frr"],
                     "upper_bound_95": report["thresholds"]["image"]["frr_upper_bound"],
                     "measured_on_test_good": report["thresholds"].get("false_reject_rate_on_test_good")},
-            "convolutions": conv_precisions(xml), "latency": [], "int8_kernels": report["host"].get("int8_kernels", ""),
+            "convolutions": conv_precisions(xml), "latency": [], "int8_kernels": report["host"]["int8_kernels"],
         }
     # timed as the edge runs the IRs (f32, under their kernel cap), then this machine's own kernels (no cap) at f32
     # and at OpenVINO's default precision: each in a fresh process, the cap being per process
-    from edge.cpu import KERNEL_ISAS
-
     edge_cap = KERNEL_ISAS[kernel_isa]
     jobs = [("f32", edge_cap), *([("f32", "")] if edge_cap else []), (None, "")]
     for th in (1, 2):
@@ -253,16 +245,15 @@ def write(results: list[dict], meta: dict) -> None:
                   "|---|---|---|---|---|---|---|---|---|"]
         for p, v in pr.items():
             for lat in v["latency"]:
-                lines.append(f"| {p} | {lat['hint']} | {lat['ran_as']} | {lat.get('kernel_cap', 'none')} | "
-                             f"{lat.get('int8_kernels', '?')} | {lat['threads']} | {lat['p50_ms']:.2f} | "
+                lines.append(f"| {p} | {lat['hint']} | {lat['ran_as']} | {lat['kernel_cap']} | "
+                             f"{lat['int8_kernels']} | {lat['threads']} | {lat['p50_ms']:.2f} | "
                              f"{lat.get('p10_ms', float('nan')):.2f} | {lat['p99_ms']:.2f} |")
 
         def p50(prec, hint, rows):
             """p50 ms per thread count of the rows timed as the edge runs the IR (rows="edge") or with this machine's
             own kernels, no cap (rows="native")."""
-            key = "as_edge_runs" if rows == "edge" else None
             return {lat["threads"]: lat["p50_ms"] for lat in pr[prec]["latency"] if lat["hint"] == hint
-                    and (lat[key] if key else lat["kernel_cap"] == "none")}
+                    and (lat["as_edge_runs"] if rows == "edge" else lat["kernel_cap"] == "none")}
 
         f32, i8, dflt = p50("fp32", "f32", "edge"), p50("int8", "f32", "edge"), p50("fp32", "default", "native")
         dflt_as = {lat["ran_as"] for lat in pr["fp32"]["latency"] if lat["hint"] == "default"}

@@ -275,7 +275,6 @@ def calibrate(cfg: CalibrationConfig) -> dict:
             slow = slow_by_split.get(split, [])
             if compiled is None:
                 compiled = _compile(candidate)
-            report["host"]["int8_kernels"] = kernels_that_ran(compiled)
             out_val = run_compiled(compiled, vset.frames, channels, shapes)
             acc = accuracy(out_val, vset)
             entry = {"split": split, "calibration_set": calib_name, "calibration_images": len(calib),
@@ -330,6 +329,7 @@ def calibrate(cfg: CalibrationConfig) -> dict:
 
     # 4. validate what ships: parity with torch and float, latent scale, accuracy
     final_compiled = _compile(final_model)
+    report["host"]["int8_kernels"] = kernels_that_ran(final_compiled)  # of the IR that ships ("none" for float)
     # What ships is scored as edge-inspect will run it. On a Xeon with AMX the test suite's tiny INT8 IRs scored
     # held-out good parts up to 56 % apart at 1 and at 2 threads (OpenVINO picks other INT8 kernels; the 1-thread
     # side tracks torch), so thresholds from one thread count were wrong at the other (42 % of fresh good parts

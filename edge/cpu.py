@@ -90,15 +90,24 @@ def cap_kernel_isa(isa: str) -> str:
     return current
 
 
+def conv_kernels(compiled) -> list[tuple[str, str, str]]:
+    """(layer type, runtime precision, kernel name) of each (Group)Convolution in a compiled OpenVINO model's
+    executed graph, in execution order, e.g. ("Convolution", "u8", "brgconv_avx512_amx_I8")."""
+    out = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "primitiveType" in info and info["layerType"].astype(str) in ("Convolution", "GroupConvolution"):
+            out.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str),
+                        info["primitiveType"].astype(str)))
+    return out
+
+
 def kernels_that_ran(compiled) -> str:
     """Which instruction set a compiled OpenVINO model's INT8 convolutions run on: "AMX", "AVX-512", "AVX2" or
     "none" (no INT8 convolution), from the kernel names of its executed graph."""
     kinds = set()
-    for op in compiled.get_runtime_model().get_ops():
-        info = op.get_rt_info()
-        if "primitiveType" not in info or info["layerType"].astype(str) not in ("Convolution", "GroupConvolution"):
-            continue
-        prim = info["primitiveType"].astype(str).lower()
+    for _, _, kernel in conv_kernels(compiled):
+        prim = kernel.lower()
         if "i8" in prim:
             kinds.add("AMX" if "amx" in prim else "AVX-512" if "avx512" in prim else "AVX2" if "avx2" in prim else prim)
     for name in ("AMX", "AVX-512", "AVX2"):

@@ -19,6 +19,15 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None, cwd: Path
                           cwd=cwd or REPO, env={**os.environ, **(env or {})})
 
 
+def env_without_kernel_cap(cap: str = "") -> dict:
+    """This process's environment for a child process, with oneDNN's instruction-set cap removed (edge.cpu
+    KERNEL_ISA_ENV), or set to `cap`: a child then picks its kernels as the test asks, not as the parent was run."""
+    from edge.cpu import KERNEL_ISA_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != KERNEL_ISA_ENV}
+    return {**env, KERNEL_ISA_ENV: cap} if cap else env
+
+
 def one_line_error(proc: subprocess.CompletedProcess, prog: str) -> str:
     """Assert a command failed with exactly one error line of its own and no traceback; return it."""
     assert proc.returncode != 0, f"{prog} succeeded: {proc.stdout[-500:]}"

@@ -7,7 +7,6 @@ here in a process of its own (in pytest's process it would change the kernels of
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ import pytest
 
 from edge.cpu import KERNEL_ISA_ENV, cpu_flags
 from edge.metadata import read_info
-from tests.helpers import REPO, copy_ir, one_line_error, run_cli
+from tests.helpers import REPO, copy_ir, env_without_kernel_cap, one_line_error, run_cli
 
 HAS_AMX = "amx_int8" in cpu_flags()
 HAS_VNNI512 = "avx512_vnni" in cpu_flags()
@@ -54,7 +53,7 @@ try:
 except EdgeError as err:
     print("ERROR", err)
 """
-    env = {k: v for k, v in os.environ.items() if k != KERNEL_ISA_ENV}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                          env=env_without_kernel_cap(), timeout=600)
     assert "ERROR INT8 layers run on AMX here although the kernels were to be capped at avx512_core_vnni" in done.stdout, done.stderr
     assert not (tmp_path / "tile.xml").exists()

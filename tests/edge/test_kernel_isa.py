@@ -21,7 +21,7 @@ from edge.cpu import KERNEL_ISA_ENV, cap_kernel_isa, cpu_flags
 from edge.errors import ModelError
 from edge.metadata import read_info, write_info
 from edge.model import AnomalyModel
-from tests.helpers import REPO, copy_ir, run_cli
+from tests.helpers import REPO, copy_ir, env_without_kernel_cap, run_cli
 
 HAS_AMX = "amx_int8" in cpu_flags()
 HAS_VNNI512 = "avx512_vnni" in cpu_flags()
@@ -37,11 +37,8 @@ print(json.dumps({"cap": os.environ.get("ONEDNN_MAX_CPU_ISA", ""), "int8_kernels
 
 
 def _load_in_fresh_process(xml, env_cap: str | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != KERNEL_ISA_ENV}
-    if env_cap:
-        env[KERNEL_ISA_ENV] = env_cap
-    done = subprocess.run([sys.executable, "-c", LOAD, str(xml)], capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-c", LOAD, str(xml)], capture_output=True, text=True, cwd=REPO,
+                          env=env_without_kernel_cap(env_cap or ""), timeout=300)
     assert done.returncode == 0, done.stderr
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "stderr": done.stderr}
 
@@ -114,8 +111,6 @@ def test_a_cap_is_in_force_when_no_int8_layer_runs_above_it():
 @pytest.mark.skipif(not (HAS_AMX and HAS_VNNI512), reason="needs a CPU with AMX-INT8 (to tell the cap from no cap)")
 def test_the_one_layer_probe_sees_the_cap_of_its_process():
     code = "from edge.cpu import probe_int8_kernels; print(probe_int8_kernels())"
-    env = {k: v for k, v in os.environ.items() if k != KERNEL_ISA_ENV}
     seen = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
-                           env={**env, **cap}).stdout.strip() for cap in ({}, {KERNEL_ISA_ENV: "AVX512_CORE_VNNI"},
-                                                                           {KERNEL_ISA_ENV: "AVX2"})]
+                           env=env_without_kernel_cap(cap)).stdout.strip() for cap in ("", "AVX512_CORE_VNNI", "AVX2")]
     assert seen == ["AMX", "AVX-512", "AVX2"]
